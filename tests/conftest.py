@@ -1,0 +1,53 @@
+"""Test session set-up: no network, a private cache, one thread per test process.
+
+The environment is set before anything imports transformers, datasets or huggingface_hub, because they read it at
+import time.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="tti-eval-tests-"))
+os.environ.update(
+    HF_HUB_OFFLINE="1",
+    HF_DATASETS_OFFLINE="1",
+    TRANSFORMERS_OFFLINE="1",
+    HF_HOME=str(_SESSION_DIR / "hf-home"),
+    TTI_EVAL_CACHE_PATH=str(_SESSION_DIR / "cache"),
+    TTI_EVAL_OUTPUT_PATH=str(_SESSION_DIR / "output"),
+    TOKENIZERS_PARALLELISM="false",
+    MPLBACKEND="Agg",
+)
+os.environ.pop("TTI_EVAL_SOURCES_PATH", None)
+os.environ.pop("ENCORD_SSH_KEY_PATH", None)
+
+import pytest  # noqa: E402
+
+pytest_plugins = ["tests.fixtures.models", "tests.fixtures.datasets"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # two shared cores: threads would only fight each other
+
+
+@pytest.fixture(scope="session")
+def session_dir() -> Path:
+    return _SESSION_DIR
+
+
+@pytest.fixture
+def cache_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh, empty cache for one test."""
+    path = tmp_path / "cache"
+    monkeypatch.setenv("TTI_EVAL_CACHE_PATH", str(path))
+    return path
+
+
+@pytest.fixture
+def output_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "output"
+    monkeypatch.setenv("TTI_EVAL_OUTPUT_PATH", str(path))
+    return path

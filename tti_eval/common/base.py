@@ -1,0 +1,140 @@
+"""The small typed objects every stage passes along: splits, embeddings and (model, dataset) pairs."""
+
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator, model_validator
+
+from .errors import InvalidEmbeddingsError
+
+_SAFE_TITLE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+@-]*")
+
+
+def check_title(title: str) -> str:
+    """Titles become file names in the cache, so none may climb out of it (`..`, `/`, `\\`, absolute paths)."""
+    if not _SAFE_TITLE.fullmatch(title) or ".." in title:
+        raise ValueError(
+            f"'{title}' is not a valid title: use letters, digits and '_', '.', '+', '@', '-' "
+            "(no '/', '\\', '..', spaces, or a leading '.')"
+        )
+    return title
+
+
+SafeTitle = Annotated[str, AfterValidator(check_title)]
+
+
+class Split(StrEnum):
+    TRAIN = "train"
+    VALIDATION = "validation"
+    TEST = "test"
+    ALL = "all"
+
+
+class Embeddings(BaseModel):
+    """Image embeddings [N, D] with their integer labels [N], and optionally one embedding per class [C, D]."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    images: np.ndarray
+    labels: np.ndarray
+    classes: np.ndarray | None = None
+
+    @field_validator("images", "classes", mode="before")
+    @classmethod
+    def _as_float32_matrix(cls, value: Any, info) -> np.ndarray | None:
+        if value is None:
+            return None
+        array = np.asarray(value, dtype=np.float32)
+        if array.ndim != 2:
+            raise ValueError(f"{info.field_name} must be a 2-D array [N, D], got shape {array.shape}")
+        return array
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _as_int_vector(cls, value: Any) -> np.ndarray:
+        array = np.asarray(value)
+        if array.ndim != 1:
+            raise ValueError(f"labels must be a 1-D array [N], got shape {array.shape}")
+        if array.size and not np.issubdtype(array.dtype, np.integer):
+            if not np.all(np.equal(np.mod(array, 1), 0)):
+                raise ValueError("labels must be integers")
+        if array.size and array.min() < 0:
+            raise ValueError("labels must be non-negative class indices")
+        return array.astype(np.int64, copy=False)
+
+    @model_validator(mode="after")
+    def _shapes_agree(self) -> "Embeddings":
+        if self.labels.shape[0] != self.images.shape[0]:
+            raise ValueError(f"images has {self.images.shape[0]} rows but labels has {self.labels.shape[0]} entries")
+        if self.classes is not None and self.classes.shape[1] != self.images.shape[1]:
+            raise ValueError(
+                f"classes have dimension {self.classes.shape[1]} but images have dimension {self.images.shape[1]}"
+            )
+        return self
+
+    @property
+    def dim(self) -> int:
+        return self.images.shape[1]
+
+    def check_usable(self, name: str = "embeddings") -> None:
+        """Zero or non-finite vectors cannot be normalised; say so instead of producing NaN scores."""
+        for field, array in (("images", self.images), ("classes", self.classes)):
+            if array is None:
+                continue
+            if not np.isfinite(array).all():
+                raise InvalidEmbeddingsError(f"{name}.{field} contains NaN or infinite values; rebuild the embeddings.")
+            if array.size and (np.abs(array).max(axis=1) == 0).any():
+                raise InvalidEmbeddingsError(f"{name}.{field} contains all-zero vectors, which have no direction.")
+
+
+class EmbeddingDefinition(BaseModel):
+    """One (model, dataset) pair: the unit that is built, cached, evaluated and animated."""
+
+    model_config = ConfigDict(frozen=True, protected_namespaces=())
+
+    model: SafeTitle
+    dataset: SafeTitle
+
+    def __str__(self) -> str:
+        return f"{self.model}/{self.dataset}"
+
+    @classmethod
+    def parse(cls, text: str) -> "EmbeddingDefinition":
+        """Read the CLI's `MODEL/DATASET` form."""
+        from .errors import TTIEvalError
+
+        model, sep, dataset = text.partition("/")
+        if not sep or not model or not dataset or "/" in dataset:
+            raise TTIEvalError(f"'{text}' is not of the form MODEL/DATASET, e.g. clip/plants.")
+        try:
+            return cls(model=model, dataset=dataset)
+        except ValueError as e:
+            raise TTIEvalError(f"'{text}' is not a valid MODEL/DATASET pair: {_first_error(e)}.") from None
+
+    def embedding_path(self, split: Split, cache_path: Path | None = None) -> Path:
+        from .cache import embedding_path
+
+        return embedding_path(self, split, cache_path)
+
+    def embeddings_exist(self, split: Split) -> bool:
+        return self.embedding_path(split).is_file()
+
+    def load_embeddings(self, split: Split) -> Embeddings:
+        from .cache import load_embeddings
+
+        return load_embeddings(self, split)
+
+    def save_embeddings(self, embeddings: Embeddings, split: Split, metadata: dict[str, Any] | None = None) -> Path:
+        from .cache import save_embeddings
+
+        return save_embeddings(self, split, embeddings, metadata)
+
+
+def _first_error(error: ValueError) -> str:
+    errors = getattr(error, "errors", None)
+    if callable(errors):
+        return str(errors()[0]["msg"]).removeprefix("Value error, ")
+    return str(error)

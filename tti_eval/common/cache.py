@@ -1,0 +1,120 @@
+"""The embeddings cache: `<cache>/embeddings/<dataset>/<model>_<split>.npz`.
+
+The array keys (`image_embeddings`, `class_embeddings`, `labels`) are the original tool's, so its caches load
+unchanged. Metadata rides along in the same file as a JSON string (`metadata`), which keeps one file per split and
+lets every load use `allow_pickle=False`. Writes go to a temporary file in the same folder and are renamed into
+place, so a killed build never leaves a file that looks finished.
+"""
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .base import EmbeddingDefinition, Embeddings, Split
+from .errors import CacheError
+from .settings import get_settings
+
+_SPLIT_SUFFIXES = tuple(f"_{split.value}" for split in Split)
+
+
+def embedding_path(definition: EmbeddingDefinition, split: Split, cache_path: Path | None = None) -> Path:
+    root = cache_path if cache_path is not None else get_settings().cache_path
+    return root / "embeddings" / definition.dataset / f"{definition.model}_{Split(split).value}.npz"
+
+
+def build_command(definition: EmbeddingDefinition, overwrite: bool = False) -> str:
+    return f"tti-eval build --model-dataset {definition}" + (" --overwrite" if overwrite else "")
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call `write(file)` on a temporary file beside `path`, then move it into place in one step."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def save_embeddings(
+    definition: EmbeddingDefinition, split: Split, embeddings: Embeddings, metadata: dict[str, Any] | None = None
+) -> Path:
+    path = embedding_path(definition, split)
+    arrays: dict[str, np.ndarray] = {"image_embeddings": embeddings.images, "labels": embeddings.labels}
+    if embeddings.classes is not None:
+        arrays["class_embeddings"] = embeddings.classes
+    if metadata is not None:
+        arrays["metadata"] = np.array(json.dumps(metadata, default=str))
+    atomic_write(path, lambda handle: np.savez(handle, **arrays))
+    return path
+
+
+def _open(definition: EmbeddingDefinition, split: Split):
+    path = embedding_path(definition, split)
+    if not path.is_file():
+        raise CacheError(
+            f"No {Split(split).value} embeddings for {definition} (expected {path}); "
+            f"run `{build_command(definition)}` first."
+        )
+    try:
+        return path, np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise CacheError(
+            f"{path} cannot be read ({type(e).__name__}); rebuild it with `{build_command(definition, True)}`."
+        ) from None
+
+
+def load_embeddings(definition: EmbeddingDefinition, split: Split) -> Embeddings:
+    path, archive = _open(definition, split)
+    try:
+        with archive:
+            classes = archive["class_embeddings"] if "class_embeddings" in archive.files else None
+            return Embeddings(images=archive["image_embeddings"], labels=archive["labels"], classes=classes)
+    except (KeyError, OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CacheError(
+            f"{path} is damaged or incomplete ({reason}); rebuild it with `{build_command(definition, True)}`."
+        ) from None
+
+
+def load_metadata(definition: EmbeddingDefinition, split: Split) -> dict[str, Any]:
+    """The metadata stored with a split, or {} for files written by the original tool (which stored none)."""
+    path, archive = _open(definition, split)
+    try:
+        with archive:
+            return json.loads(str(archive["metadata"])) if "metadata" in archive.files else {}
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise CacheError(f"{path} has unreadable metadata; rebuild it with `{build_command(definition, True)}`.") from e
+
+
+def list_cached(cache_path: Path | None = None) -> dict[EmbeddingDefinition, list[Split]]:
+    """Every cached (model, dataset) pair with the splits it has, ordered by dataset then model."""
+    root = (cache_path if cache_path is not None else get_settings().cache_path) / "embeddings"
+    found: dict[EmbeddingDefinition, list[Split]] = {}
+    if not root.is_dir():
+        return found
+    for file in sorted(root.glob("*/*.npz")):
+        stem = file.stem
+        suffix = next((s for s in _SPLIT_SUFFIXES if stem.endswith(s)), None)
+        if suffix is None:
+            continue
+        try:
+            definition = EmbeddingDefinition(model=stem[: -len(suffix)], dataset=file.parent.name)
+        except ValueError:
+            continue  # a file some other tool left here
+        found.setdefault(definition, []).append(Split(suffix[1:]))
+    order = list(Split)
+    return {
+        d: sorted(found[d], key=order.index)
+        for d in sorted(found, key=lambda d: (d.dataset.lower(), d.model.lower()))
+    }

@@ -1,0 +1,239 @@
+"""One registry mechanism behind `ModelProvider` and `DatasetProvider`.
+
+Definitions come from JSON files (the built-in `sources/` and `$TTI_EVAL_SOURCES_PATH`) and from `register(...)`
+calls. Only the validated spec is kept until an instance is asked for: a type's class is imported at that moment,
+so listing titles never imports torch, transformers or the Encord SDK. A broken file is recorded in `problems`
+(file name and field) and skipped; the others still load.
+"""
+
+import difflib
+import importlib
+import importlib.util
+import json
+import logging
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar
+
+from natsort import natsorted, ns
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .base import SafeTitle
+from .errors import DefinitionError, UnknownTitleError
+from .settings import builtin_sources_path, get_settings
+
+logger = logging.getLogger("tti_eval")
+
+T = TypeVar("T")
+
+
+class DefinitionSpec(BaseModel):
+    """Fields shared by model and dataset definitions; any extra field is passed on to the class."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+    type_field: ClassVar[str]
+
+    title: SafeTitle
+    title_in_source: str | None = None
+    module_path: Path | None = None
+    cache_dir: Path | None = None
+
+    @property
+    def type_name(self) -> str:
+        return getattr(self, self.type_field)
+
+    def class_kwargs(self) -> dict[str, Any]:
+        """What the type's constructor receives: everything but the fields that only locate the class."""
+        return self.model_dump(exclude={self.type_field, "module_path"}, exclude_none=True)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    spec: DefinitionSpec
+    source: Path | None = None  # the JSON file, for messages; None for `register(...)` calls
+    cls: type | None = None  # given directly by `register(...)`
+
+    @property
+    def origin(self) -> str:
+        return str(self.source) if self.source else "a register call"
+
+
+def _import_string(path: str) -> Any:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _import_file(path: Path) -> Any:
+    module_name = f"tti_eval_user_{path.stem}_{abs(hash(path.resolve()))}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    return module
+
+
+def _describe_validation_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "(root)"
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return f"field '{field}': {message}"
+
+
+class DefinitionRegistry(Generic[T]):
+    """Titles → validated definitions → instances, for one kind of thing ("model" or "dataset")."""
+
+    def __init__(self, kind: str, spec_type: type[DefinitionSpec], base_class: str, builtin_types: Mapping[str, str]):
+        self.kind = kind
+        self.spec_type = spec_type
+        self._base_class = base_class
+        self.builtin_types = dict(builtin_types)
+        self._file_entries: dict[str, _Entry] = {}
+        self._session_entries: dict[str, _Entry] = {}
+        self._problems: list[str] = []
+        self._loaded_from: tuple[Path, ...] | None = None
+
+    # -- loading ----------------------------------------------------------------------------------------------------
+
+    def source_folders(self) -> tuple[Path, ...]:
+        folders = [builtin_sources_path() / f"{self.kind}s"]
+        extra = get_settings().sources_path
+        if extra is not None:
+            folders.append(Path(extra) / f"{self.kind}s")
+        return tuple(folders)
+
+    def _ensure_loaded(self) -> None:
+        folders = self.source_folders()
+        if folders == self._loaded_from:
+            return
+        self._file_entries, self._problems = {}, []
+        for folder in folders:
+            for file in natsorted(folder.glob("*.json"), alg=ns.IGNORECASE) if folder.is_dir() else []:
+                try:
+                    entry = self._read_file(file)
+                except DefinitionError as e:
+                    self._problems.append(str(e))
+                    logger.warning(str(e))
+                    continue
+                self._file_entries[entry.spec.title] = entry
+        self._loaded_from = folders
+
+    def _read_file(self, file: Path) -> _Entry:
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as e:
+            raise DefinitionError(f"{file}: cannot be read ({e}); fix or remove the file.") from None
+        except json.JSONDecodeError as e:
+            raise DefinitionError(f"{file}: not valid JSON ({e.msg} at line {e.lineno}); fix or remove it.") from None
+        if not isinstance(data, dict):
+            raise DefinitionError(f"{file}: must hold one JSON object describing a {self.kind}.")
+        try:
+            spec = self.spec_type.model_validate(data)
+        except ValidationError as e:
+            raise DefinitionError(
+                f"{file}: {_describe_validation_error(e)}; see sources/{self.kind}-definition-schema.json."
+            ) from None
+        if spec.module_path is not None:
+            spec = spec.model_copy(update={"module_path": (file.parent / spec.module_path).resolve()})
+            if not spec.module_path.is_file():
+                raise DefinitionError(f"{file}: field 'module_path': {spec.module_path} does not exist.")
+        elif spec.type_name not in self.builtin_types:
+            known = ", ".join(sorted(self.builtin_types))
+            raise DefinitionError(
+                f"{file}: field '{self.spec_type.type_field}': '{spec.type_name}' is not a built-in type ({known}); "
+                "name a module_path that defines it."
+            )
+        if spec.title in self._file_entries:
+            other = self._file_entries[spec.title].source
+            raise DefinitionError(f"{file}: field 'title': '{spec.title}' is already defined in {other}.")
+        return _Entry(spec=spec, source=file)
+
+    # -- public API -------------------------------------------------------------------------------------------------
+
+    @property
+    def problems(self) -> list[str]:
+        """One sentence per definition file that could not be loaded."""
+        self._ensure_loaded()
+        return list(self._problems)
+
+    def register(self, cls: type, title: str, **fields: Any) -> None:
+        """Add a definition for this session; it takes precedence over a file with the same title."""
+        data = {self.spec_type.type_field: cls.__name__, "title": title, **fields}
+        try:
+            spec = self.spec_type.model_validate(data)
+        except ValidationError as e:
+            raise DefinitionError(f"Cannot register {self.kind} '{title}': {_describe_validation_error(e)}.") from None
+        self._check_subclass(cls, _Entry(spec=spec))
+        self._session_entries[spec.title] = _Entry(spec=spec, cls=cls)
+
+    def titles(self) -> list[str]:
+        self._ensure_loaded()
+        return natsorted({*self._file_entries, *self._session_entries}, alg=ns.IGNORECASE)
+
+    def spec(self, title: str) -> DefinitionSpec:
+        return self._entry(title).spec
+
+    def source(self, title: str) -> Path | None:
+        return self._entry(title).source
+
+    def get_class(self, title: str) -> type[T]:
+        entry = self._entry(title)
+        cls = entry.cls or self._resolve_class(entry)
+        self._check_subclass(cls, entry)
+        return cls
+
+    def create(self, title: str, **overrides: Any) -> T:
+        entry = self._entry(title)
+        cls = self.get_class(title)
+        kwargs = entry.spec.class_kwargs() | {k: v for k, v in overrides.items() if v is not None}
+        return cls(**kwargs)
+
+    # -- helpers ----------------------------------------------------------------------------------------------------
+
+    def _entry(self, title: str) -> _Entry:
+        self._ensure_loaded()
+        entry = self._session_entries.get(title) or self._file_entries.get(title)
+        if entry is None:
+            raise UnknownTitleError(self.unknown_title_message(title))
+        return entry
+
+    def unknown_title_message(self, title: str) -> str:
+        titles = self.titles()
+        by_lower = {t.lower(): t for t in titles}
+        close = [by_lower[t] for t in difflib.get_close_matches(title.lower(), list(by_lower), n=3, cutoff=0.5)]
+        hint = f" Did you mean {', '.join(repr(t) for t in close)}?" if close else ""
+        return f"Unknown {self.kind} '{title}'.{hint} Run `tti-eval list --all` to see every known {self.kind}."
+
+    def _resolve_class(self, entry: _Entry) -> type:
+        name = entry.spec.type_name
+        if entry.spec.module_path is None:
+            return _import_string(self.builtin_types[name])
+        try:
+            module = _import_file(entry.spec.module_path)
+        except Exception as e:
+            raise DefinitionError(
+                f"{entry.origin}: field 'module_path': importing {entry.spec.module_path} failed ({e})."
+            ) from e
+        cls = getattr(module, name, None)
+        if cls is None:
+            raise DefinitionError(
+                f"{entry.origin}: field '{entry.spec.type_field}': {entry.spec.module_path} defines no class '{name}'."
+            )
+        return cls
+
+    def _check_subclass(self, cls: Any, entry: _Entry) -> None:
+        base = _import_string(self._base_class)
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            raise DefinitionError(
+                f"{entry.origin}: field '{entry.spec.type_field}': {getattr(cls, '__name__', cls)!s} is not a "
+                f"subclass of {base.__module__}.{base.__name__}."
+            )

@@ -1,0 +1,57 @@
+"""Where tti-eval keeps its files, read from the environment (and a `.env` file) each time it is asked.
+
+Read anew on every call rather than once at import, so that a notebook or a test can change
+`TTI_EVAL_CACHE_PATH` and be obeyed at once.
+"""
+
+import os
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PACKAGE_PATH = Path(__file__).resolve().parent.parent
+
+
+def _default_cache_path() -> Path:
+    # One cache per user, shared by every working directory, like other model tooling (~/.cache/huggingface).
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tti-eval"
+
+
+def builtin_sources_path() -> Path:
+    """The definitions shipped with tti-eval: inside the package when installed from a wheel, else the checkout's."""
+    for candidate in (PACKAGE_PATH / "sources", PACKAGE_PATH.parent / "sources"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"tti-eval's built-in sources/ folder is missing next to {PACKAGE_PATH}; reinstall tti-eval.")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    cache_path: Path = Field(default_factory=_default_cache_path, validation_alias="TTI_EVAL_CACHE_PATH")
+    output_path: Path = Field(default=Path("output"), validation_alias="TTI_EVAL_OUTPUT_PATH")
+    sources_path: Path | None = Field(default=None, validation_alias="TTI_EVAL_SOURCES_PATH")
+    encord_ssh_key_path: Path | None = Field(
+        default=None, validation_alias=AliasChoices("ENCORD_SSH_KEY_PATH", "TTI_EVAL_ENCORD_SSH_KEY_PATH")
+    )
+
+    @property
+    def embeddings_path(self) -> Path:
+        return self.cache_path / "embeddings"
+
+    @property
+    def reductions_path(self) -> Path:
+        return self.cache_path / "reductions"
+
+    @property
+    def models_path(self) -> Path:
+        return self.cache_path / "models"
+
+    @property
+    def datasets_path(self) -> Path:
+        return self.cache_path / "datasets"
+
+
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,65 @@
+"""The interface every dataset type implements: indexable (image, label) items plus class names and prompts."""
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from torch.utils.data import Dataset as TorchDataset
+
+from tti_eval.common.base import Split
+from tti_eval.common.settings import get_settings
+
+DEFAULT_TEMPLATES = ("An image of a {}",)  # the original tool's single prompt, so its caches stay comparable
+
+
+class Dataset(TorchDataset, ABC):
+    def __init__(
+        self,
+        title: str,
+        split: Split = Split.ALL,
+        title_in_source: str | None = None,
+        cache_dir: str | Path | None = None,
+        templates: list[str] | None = None,
+        transform: Callable[[Image.Image], Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.title = title
+        self.split = Split(split)
+        self.title_in_source = title_in_source or title
+        self.cache_dir = Path(cache_dir) if cache_dir else get_settings().datasets_path / title
+        self.templates = list(templates or DEFAULT_TEMPLATES)
+        self.transform = transform
+        self.class_names: list[str] = []
+        self._setup(**kwargs)
+
+    @abstractmethod
+    def _setup(self, **kwargs: Any) -> None:
+        """Load the split and set `self.class_names`; definition fields beyond the common ones arrive here."""
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def get_image_and_label(self, index: int) -> tuple[Image.Image, int]:
+        """The index-th item as an RGB PIL image and its class index into `class_names`."""
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image, label = self.get_image_and_label(index)
+        return {"image": self.transform(image) if self.transform else image, "label": label}
+
+    def set_transform(self, transform: Callable[[Image.Image], Any] | None) -> None:
+        self.transform = transform
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def prompts(self) -> list[list[str]]:
+        """[class][template] zero-shot prompts."""
+        return [[template.format(name) for template in self.templates] for name in self.class_names]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(title={self.title!r}, split={self.split.value!r}, size={len(self)})"

@@ -1,0 +1,40 @@
+from typing import TYPE_CHECKING, Any
+
+from tti_eval.common.base import Split
+from tti_eval.common.registry import DefinitionRegistry
+
+from .spec import DatasetDefinitionSpec
+
+if TYPE_CHECKING:
+    from .base import Dataset
+
+# Strings, not classes: the Encord SDK, `datasets` and torch are imported only when a dataset of that type is loaded.
+BUILTIN_DATASET_TYPES = {
+    "HFDataset": "tti_eval.dataset.types.hugging_face:HFDataset",
+    "ImageFolderDataset": "tti_eval.dataset.types.image_folder:ImageFolderDataset",
+    "EncordDataset": "tti_eval.dataset.types.encord_ds:EncordDataset",
+}
+
+_registry: DefinitionRegistry["Dataset"] = DefinitionRegistry(
+    "dataset", DatasetDefinitionSpec, "tti_eval.dataset.base:Dataset", BUILTIN_DATASET_TYPES
+)
+
+
+class DatasetProvider:
+    """Every dataset tti-eval knows: `sources/datasets/*.json`, `$TTI_EVAL_SOURCES_PATH/datasets/`, `register_dataset`."""
+
+    registry = _registry
+
+    @classmethod
+    def register_dataset(
+        cls, dataset_class: type["Dataset"], title: str, split: Split | None = None, **fields: Any
+    ) -> None:
+        cls.registry.register(dataset_class, title, split=split, **fields)
+
+    @classmethod
+    def get_dataset(cls, title: str, split: Split = Split.ALL, **overrides: Any) -> "Dataset":
+        return cls.registry.create(title, split=Split(split), **overrides)
+
+    @classmethod
+    def list_dataset_titles(cls) -> list[str]:
+        return cls.registry.titles()

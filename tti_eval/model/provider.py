@@ -1,0 +1,37 @@
+from typing import TYPE_CHECKING, Any
+
+from tti_eval.common.registry import DefinitionRegistry
+
+from .spec import ModelDefinitionSpec
+
+if TYPE_CHECKING:
+    from .base import Model
+
+# Strings, not classes: a type's module (and torch with it) is imported only when a model of that type is loaded.
+BUILTIN_MODEL_TYPES = {
+    "HFModel": "tti_eval.model.types.hugging_face:HFModel",
+    "OpenCLIPModel": "tti_eval.model.types.open_clip_model:OpenCLIPModel",
+    "LocalCLIPModel": "tti_eval.model.types.open_clip_model:LocalCLIPModel",
+}
+
+_registry: DefinitionRegistry["Model"] = DefinitionRegistry(
+    "model", ModelDefinitionSpec, "tti_eval.model.base:Model", BUILTIN_MODEL_TYPES
+)
+
+
+class ModelProvider:
+    """Every model tti-eval knows: `sources/models/*.json`, `$TTI_EVAL_SOURCES_PATH/models/*.json`, `register_model`."""
+
+    registry = _registry
+
+    @classmethod
+    def register_model(cls, model_class: type["Model"], title: str, **fields: Any) -> None:
+        cls.registry.register(model_class, title, **fields)
+
+    @classmethod
+    def get_model(cls, title: str, **overrides: Any) -> "Model":
+        return cls.registry.create(title, **overrides)
+
+    @classmethod
+    def list_model_titles(cls) -> list[str]:
+        return cls.registry.titles()
