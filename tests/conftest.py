@@ -51,3 +51,15 @@ def output_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "output"
     monkeypatch.setenv("TTI_EVAL_OUTPUT_PATH", str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def test_sources_dir() -> Path:
+    """A team sources folder (`models/`, `datasets/`) that fixtures fill with JSON definitions of tiny local models
+    and datasets. It is exported as TTI_EVAL_SOURCES_PATH for the whole session, so subprocesses (e.g. a build that a
+    test kills) find the same definitions through the same code path users hit."""
+    path = _SESSION_DIR / "sources"
+    (path / "models").mkdir(parents=True, exist_ok=True)
+    (path / "datasets").mkdir(parents=True, exist_ok=True)
+    os.environ["TTI_EVAL_SOURCES_PATH"] = str(path)
+    return path

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .errors import InvalidEmbeddingsError
 
@@ -23,7 +23,7 @@ def check_title(title: str) -> str:
     return title
 
 
-SafeTitle = Annotated[str, AfterValidator(check_title)]
+SafeTitle = Annotated[str, AfterValidator(check_title), Field(json_schema_extra={"pattern": _SAFE_TITLE.pattern})]
 
 
 class Split(StrEnum):
@@ -58,9 +58,8 @@ class Embeddings(BaseModel):
         array = np.asarray(value)
         if array.ndim != 1:
             raise ValueError(f"labels must be a 1-D array [N], got shape {array.shape}")
-        if array.size and not np.issubdtype(array.dtype, np.integer):
-            if not np.all(np.equal(np.mod(array, 1), 0)):
-                raise ValueError("labels must be integers")
+        if array.size and not np.issubdtype(array.dtype, np.integer) and not np.all(np.mod(array, 1) == 0):
+            raise ValueError("labels must be integers")
         if array.size and array.min() < 0:
             raise ValueError("labels must be non-negative class indices")
         return array.astype(np.int64, copy=False)

@@ -20,6 +20,7 @@ from .errors import CacheError
 from .settings import get_settings
 
 _SPLIT_SUFFIXES = tuple(f"_{split.value}" for split in Split)
+_TEMP_SUFFIX = ".tmp"
 
 
 def embedding_path(definition: EmbeddingDefinition, split: Split, cache_path: Path | None = None) -> Path:
@@ -32,9 +33,12 @@ def build_command(definition: EmbeddingDefinition, overwrite: bool = False) -> s
 
 
 def atomic_write(path: Path, write) -> None:
-    """Call `write(file)` on a temporary file beside `path`, then move it into place in one step."""
+    """Call `write(file)` on a temporary file beside `path`, then move it into place in one step.
+
+    The temporary name carries the writer's pid, so that a later run can tell the leftovers of a killed writer
+    (SIGKILL leaves no chance to clean up) from a file another live process is still writing."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=_TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
@@ -44,6 +48,25 @@ def atomic_write(path: Path, write) -> None:
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temp_files(folder: Path) -> None:
+    """Delete temporary files left by writers that died before renaming them into place."""
+    for tmp in folder.glob(f".*{_TEMP_SUFFIX}") if folder.is_dir() else []:
+        parts = tmp.name.split(".")
+        pid = next((int(p) for p in reversed(parts) if p.isdigit()), None)
+        if pid is not None and not _pid_alive(pid):
+            tmp.unlink(missing_ok=True)
 
 
 def save_embeddings(
@@ -97,6 +120,21 @@ def load_metadata(definition: EmbeddingDefinition, split: Split) -> dict[str, An
         raise CacheError(f"{path} has unreadable metadata; rebuild it with `{build_command(definition, True)}`.") from e
 
 
+def read_shape(definition: EmbeddingDefinition, split: Split) -> tuple[int, int]:
+    """(N, D) of a cached split from the array header alone, without reading the embeddings."""
+    path = embedding_path(definition, split)
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open("image_embeddings.npy") as member:
+            major, _ = np.lib.format.read_magic(member)
+            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, _, _ = read_header(member)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+        raise CacheError(
+            f"{path} cannot be read ({type(e).__name__}); rebuild it with `{build_command(definition, True)}`."
+        ) from None
+    return int(shape[0]), int(shape[1]) if len(shape) > 1 else 0
+
+
 def list_cached(cache_path: Path | None = None) -> dict[EmbeddingDefinition, list[Split]]:
     """Every cached (model, dataset) pair with the splits it has, ordered by dataset then model."""
     root = (cache_path if cache_path is not None else get_settings().cache_path) / "embeddings"
@@ -115,6 +153,5 @@ def list_cached(cache_path: Path | None = None) -> dict[EmbeddingDefinition, lis
         found.setdefault(definition, []).append(Split(suffix[1:]))
     order = list(Split)
     return {
-        d: sorted(found[d], key=order.index)
-        for d in sorted(found, key=lambda d: (d.dataset.lower(), d.model.lower()))
+        d: sorted(found[d], key=order.index) for d in sorted(found, key=lambda d: (d.dataset.lower(), d.model.lower()))
     }

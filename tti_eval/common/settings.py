@@ -23,7 +23,9 @@ def builtin_sources_path() -> Path:
     for candidate in (PACKAGE_PATH / "sources", PACKAGE_PATH.parent / "sources"):
         if candidate.is_dir():
             return candidate
-    raise FileNotFoundError(f"tti-eval's built-in sources/ folder is missing next to {PACKAGE_PATH}; reinstall tti-eval.")
+    raise FileNotFoundError(
+        f"tti-eval's built-in sources/ folder is missing next to {PACKAGE_PATH}; reinstall tti-eval."
+    )
 
 
 class Settings(BaseSettings):

@@ -13,6 +13,7 @@ BUILTIN_DATASET_TYPES = {
     "HFDataset": "tti_eval.dataset.types.hugging_face:HFDataset",
     "ImageFolderDataset": "tti_eval.dataset.types.image_folder:ImageFolderDataset",
     "EncordDataset": "tti_eval.dataset.types.encord_ds:EncordDataset",
+    "DigitsDataset": "tti_eval.dataset.types.digits:DigitsDataset",
 }
 
 _registry: DefinitionRegistry["Dataset"] = DefinitionRegistry(
@@ -21,7 +22,7 @@ _registry: DefinitionRegistry["Dataset"] = DefinitionRegistry(
 
 
 class DatasetProvider:
-    """Every dataset tti-eval knows: `sources/datasets/*.json`, `$TTI_EVAL_SOURCES_PATH/datasets/`, `register_dataset`."""
+    """Every dataset tti-eval knows: `sources/datasets`, `$TTI_EVAL_SOURCES_PATH/datasets`, `register_dataset`."""
 
     registry = _registry
 

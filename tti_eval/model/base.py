@@ -114,4 +114,4 @@ class Model(ABC):
         return np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(title={self.title!r}, title_in_source={self.title_in_source!r}, device={self.device})"
+        return f"{type(self).__name__}(title={self.title!r}, source={self.title_in_source!r}, device={self.device})"

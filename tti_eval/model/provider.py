@@ -12,6 +12,7 @@ BUILTIN_MODEL_TYPES = {
     "HFModel": "tti_eval.model.types.hugging_face:HFModel",
     "OpenCLIPModel": "tti_eval.model.types.open_clip_model:OpenCLIPModel",
     "LocalCLIPModel": "tti_eval.model.types.open_clip_model:LocalCLIPModel",
+    "DigitsCLIPModel": "tti_eval.model.types.digits_clip:DigitsCLIPModel",
 }
 
 _registry: DefinitionRegistry["Model"] = DefinitionRegistry(
@@ -20,7 +21,7 @@ _registry: DefinitionRegistry["Model"] = DefinitionRegistry(
 
 
 class ModelProvider:
-    """Every model tti-eval knows: `sources/models/*.json`, `$TTI_EVAL_SOURCES_PATH/models/*.json`, `register_model`."""
+    """Every model tti-eval knows: `sources/models`, `$TTI_EVAL_SOURCES_PATH/models`, `register_model`."""
 
     registry = _registry
 

@@ -1,0 +1,96 @@
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from tti_eval.common import EmbeddingDefinition, Embeddings, InvalidEmbeddingsError, Split, TTIEvalError, get_settings
+
+
+def test_split_values():
+    assert [s.value for s in Split] == ["train", "validation", "test", "all"]
+    assert Split("validation") is Split.VALIDATION
+
+
+def test_embeddings_coerce_dtypes():
+    e = Embeddings(images=np.ones((3, 4), dtype=np.float64), labels=[0, 1, 1], classes=np.ones((2, 4)))
+    assert e.images.dtype == np.float32 and e.classes.dtype == np.float32 and e.labels.dtype == np.int64
+    assert e.dim == 4
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"images": np.ones((3, 4)), "labels": [0, 1]}, "images has 3 rows but labels has 2"),
+        ({"images": np.ones(4), "labels": [0]}, "images must be a 2-D array"),
+        ({"images": np.ones((2, 4)), "labels": [[0], [1]]}, "labels must be a 1-D array"),
+        ({"images": np.ones((2, 4)), "labels": [0, 1], "classes": np.ones((2, 3))}, "classes have dimension 3"),
+        ({"images": np.ones((2, 4)), "labels": [0.5, 1]}, "labels must be integers"),
+        ({"images": np.ones((2, 4)), "labels": [-1, 1]}, "non-negative"),
+    ],
+)
+def test_embeddings_reject_mismatched_shapes(kwargs, message):
+    with pytest.raises(ValidationError, match=message):
+        Embeddings(**kwargs)
+
+
+def test_check_usable_rejects_zero_and_non_finite():
+    Embeddings(images=np.eye(2), labels=[0, 1]).check_usable()
+    with pytest.raises(InvalidEmbeddingsError, match="all-zero"):
+        Embeddings(images=np.zeros((2, 2)), labels=[0, 1]).check_usable()
+    with pytest.raises(InvalidEmbeddingsError, match="NaN or infinite"):
+        Embeddings(images=[[np.nan, 1.0]], labels=[0]).check_usable()
+
+
+@pytest.mark.parametrize("title", ["..", "../x", "a/b", "a\\b", "/abs", ".hidden", "", "a b", "x..y"])
+def test_definition_titles_cannot_escape_the_cache(title):
+    with pytest.raises(ValidationError):
+        EmbeddingDefinition(model=title, dataset="plants")
+    with pytest.raises(ValidationError):
+        EmbeddingDefinition(model="clip", dataset=title)
+
+
+def test_definition_paths_stay_inside_the_cache(cache_path):
+    d = EmbeddingDefinition(model="siglip_large", dataset="Alzheimer-MRI")
+    path = d.embedding_path(Split.TRAIN)
+    assert path == cache_path / "embeddings" / "Alzheimer-MRI" / "siglip_large_train.npz"
+    assert path.resolve().is_relative_to(cache_path.resolve())
+
+
+@pytest.mark.parametrize("text", ["clip", "clip/", "/plants", "a/b/c", "../x/plants"])
+def test_parse_rejects_malformed_pairs(text):
+    with pytest.raises(TTIEvalError):
+        EmbeddingDefinition.parse(text)
+
+
+def test_parse():
+    assert EmbeddingDefinition.parse("clip/plants") == EmbeddingDefinition(model="clip", dataset="plants")
+
+
+def test_settings_from_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("TTI_EVAL_CACHE_PATH", str(tmp_path / "c"))
+    monkeypatch.setenv("TTI_EVAL_OUTPUT_PATH", str(tmp_path / "o"))
+    monkeypatch.setenv("TTI_EVAL_SOURCES_PATH", str(tmp_path / "s"))
+    monkeypatch.setenv("ENCORD_SSH_KEY_PATH", str(tmp_path / "key"))
+    s = get_settings()
+    assert (s.cache_path, s.output_path, s.sources_path, s.encord_ssh_key_path) == (
+        tmp_path / "c",
+        tmp_path / "o",
+        tmp_path / "s",
+        tmp_path / "key",
+    )
+    assert s.embeddings_path == tmp_path / "c" / "embeddings"
+
+
+def test_settings_from_dotenv(monkeypatch, tmp_path):
+    for var in ("TTI_EVAL_CACHE_PATH", "TTI_EVAL_OUTPUT_PATH", "ENCORD_SSH_KEY_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    (tmp_path / ".env").write_text("TTI_EVAL_CACHE_PATH=/data/tti\nENCORD_SSH_KEY_PATH=/keys/encord\n")
+    monkeypatch.chdir(tmp_path)
+    s = get_settings()
+    assert str(s.cache_path) == "/data/tti" and str(s.encord_ssh_key_path) == "/keys/encord"
+
+
+def test_default_cache_is_the_user_cache_dir(monkeypatch, tmp_path):
+    monkeypatch.delenv("TTI_EVAL_CACHE_PATH", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    assert get_settings().cache_path == tmp_path / "tti-eval"

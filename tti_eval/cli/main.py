@@ -1,0 +1,182 @@
+"""`tti-eval`: build, evaluate, animate, list.
+
+A thin layer over the Python API. Heavy libraries (torch, transformers, faiss, umap, InquirerPy) are imported inside
+the commands that need them, so `--help` and `list` answer at once.
+"""
+
+import functools
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from tti_eval.common import EmbeddingDefinition, Split, get_settings
+from tti_eval.common.cache import list_cached, read_shape
+from tti_eval.common.errors import TTIEvalError
+from tti_eval.dataset import DatasetProvider
+from tti_eval.model import ModelProvider
+
+from .console import console, user_errors, warn
+
+if TYPE_CHECKING:
+    from tti_eval.model.base import Model
+
+app = typer.Typer(
+    name="tti-eval",
+    help="Evaluate text-image embedding models on your own image-classification data.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+
+ModelDatasetOption = Annotated[
+    list[str] | None,
+    typer.Option("--model-dataset", "-md", help="A MODEL/DATASET pair, e.g. clip/plants. Repeat for more pairs."),
+]
+
+
+def _report_definition_problems() -> None:
+    for problem in [*ModelProvider.registry.problems, *DatasetProvider.registry.problems]:
+        warn(problem)
+
+
+def parse_pairs(texts: list[str]) -> list[EmbeddingDefinition]:
+    """`MODEL/DATASET` strings → pairs whose model and dataset are both known (unknown titles suggest close ones)."""
+    pairs = []
+    for text in texts:
+        pair = EmbeddingDefinition.parse(text)
+        for registry, title in ((ModelProvider.registry, pair.model), (DatasetProvider.registry, pair.dataset)):
+            if title not in registry.titles():
+                raise TTIEvalError(registry.unknown_title_message(title))
+        if pair not in pairs:
+            pairs.append(pair)
+    return pairs
+
+
+def all_pairs() -> list[EmbeddingDefinition]:
+    models, datasets = ModelProvider.list_model_titles(), DatasetProvider.list_dataset_titles()
+    return [EmbeddingDefinition(model=m, dataset=d) for d in datasets for m in models]
+
+
+def _pick_pairs_to_build(include_existing: bool, by_dataset: bool, splits: list[Split]) -> list[EmbeddingDefinition]:
+    from .pickers import pick_one, pick_pairs, pick_some, require_terminal
+
+    require_terminal("pairs")
+
+    def is_new(pair: EmbeddingDefinition) -> bool:
+        return include_existing or not all(pair.embeddings_exist(s) for s in splits)
+
+    if by_dataset:
+        dataset = pick_one(DatasetProvider.list_dataset_titles(), "Pick a dataset")
+        models = [m for m in ModelProvider.list_model_titles() if is_new(EmbeddingDefinition(model=m, dataset=dataset))]
+        return [EmbeddingDefinition(model=m, dataset=dataset) for m in pick_some(models, f"Pick models for {dataset}")]
+    return pick_pairs([p for p in all_pairs() if is_new(p)], "Pick model/dataset pairs to build")
+
+
+@app.command()
+@user_errors
+def build(
+    model_dataset: ModelDatasetOption = None,
+    include_existing: Annotated[
+        bool, typer.Option("--include-existing", help="Also offer pairs that are already built in the picker.")
+    ] = False,
+    by_dataset: Annotated[bool, typer.Option("--by-dataset", help="In the picker, choose the dataset first.")] = False,
+    split: Annotated[
+        list[Split] | None, typer.Option("--split", help="Split to build; repeat for more. Default: train, validation.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 32,
+    num_workers: Annotated[
+        int | None, typer.Option(min=0, help="DataLoader workers for decoding and preprocessing. Default: cores - 1.")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or mps. Default: the best available.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Rebuild splits that are already cached.")] = False,
+) -> None:
+    """Compute and cache image and class embeddings for model/dataset pairs."""
+    from tti_eval.compute import DEFAULT_SPLITS
+
+    splits = list(dict.fromkeys(split or DEFAULT_SPLITS))
+    _report_definition_problems()
+    pairs = parse_pairs(model_dataset) if model_dataset else _pick_pairs_to_build(include_existing, by_dataset, splits)
+    if not pairs:
+        console.print("Nothing to build.")
+        return
+    failed = _build_pairs(
+        pairs, splits, overwrite=overwrite, batch_size=batch_size, num_workers=num_workers, device=device
+    )
+    if failed:
+        raise typer.Exit(1)
+
+
+def _build_pairs(pairs: list[EmbeddingDefinition], splits: list[Split], **options) -> int:
+    """Build each pair; a pair that fails is reported in one sentence and the others still build."""
+    from tti_eval.compute import build_embeddings, new_progress
+
+    failed = 0
+    device = options.pop("device")
+    with new_progress() as progress:
+        # Pairs of one model run back to back and share one loader, so each model is loaded at most once.
+        for model_title in dict.fromkeys(pair.model for pair in pairs):
+
+            @functools.cache
+            def load_model(title: str = model_title) -> "Model":
+                progress.console.print(f"Loading model [bold]{title}[/] …")
+                return ModelProvider.get_model(title, device=device)
+
+            for pair in (p for p in pairs if p.model == model_title):
+                try:
+                    built = build_embeddings(pair, splits, load_model=load_model, progress=progress, **options)
+                except TTIEvalError as e:
+                    failed += 1
+                    progress.console.print(f"[bold red]✗[/] {pair}: {e}", highlight=False)
+                    continue
+                except Exception as e:  # one broken pair must not stop the others
+                    failed += 1
+                    progress.console.print(f"[bold red]✗[/] {pair}: {type(e).__name__}: {e}", highlight=False)
+                    continue
+                for s, result in built.items():
+                    status = "[green]built[/]" if result is not None else "[dim]already cached[/]"
+                    progress.console.print(f"[green]✓[/] {pair} [{s.value}] {status}", highlight=False)
+    return failed
+
+
+@app.command("list")
+@user_errors
+def list_(
+    all_: Annotated[bool, typer.Option("--all", "-a", help="List every known model and dataset instead.")] = False,
+) -> None:
+    """Show cached model/dataset pairs, or with --all every known model and dataset."""
+    from rich.table import Table
+
+    if all_:
+        _report_definition_problems()
+        for kind, registry in (("Models", ModelProvider.registry), ("Datasets", DatasetProvider.registry)):
+            table = Table(title=kind, title_justify="left")
+            for column in ("Title", "Type", "Source"):
+                table.add_column(column)
+            for title in registry.titles():
+                spec = registry.spec(title)
+                table.add_row(title, spec.type_name, spec.title_in_source or "")
+            console.print(table)
+        return
+    cached = list_cached()
+    if not cached:
+        console.print(
+            f"No embeddings cached in {get_settings().embeddings_path} yet; build some with `tti-eval build`."
+        )
+        return
+    table = Table(title=f"Cached embeddings in {get_settings().embeddings_path}", title_justify="left")
+    for column, justify in (("Dataset", "left"), ("Model", "left"), ("Splits", "left"), ("N", "right"), ("D", "right")):
+        table.add_column(column, justify=justify)
+    for pair, splits in cached.items():
+        shapes = [read_shape(pair, s) for s in splits]
+        sizes = " + ".join(str(n) for n, _ in shapes)
+        table.add_row(pair.dataset, pair.model, ", ".join(s.value for s in splits), sizes, str(shapes[0][1]))
+    console.print(table)
+
+
+def cli() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    cli()

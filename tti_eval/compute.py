@@ -1,0 +1,207 @@
+"""The build engine: images and prompts in, cached L2-normalised embeddings out.
+
+Preprocessing happens in DataLoader workers, one processor call per batch, through the model's weight-free
+preprocessor; the network runs on the main process's device under `torch.inference_mode`. The model object never
+reaches a worker or a `datasets` fingerprint, which is what made the original tool pickle every weight per call.
+"""
+
+import os
+import platform
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
+from rich.text import Text
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+
+from tti_eval.common import EmbeddingDefinition, Embeddings, Split
+from tti_eval.common.cache import embedding_path, remove_stale_temp_files
+from tti_eval.dataset import DatasetProvider
+from tti_eval.dataset.base import Dataset
+from tti_eval.model import ModelProvider
+from tti_eval.model.base import Model
+
+DEFAULT_SPLITS = (Split.TRAIN, Split.VALIDATION)
+DEFAULT_BATCH_SIZE = 32
+
+ProgressCallback = Callable[[int], None]
+
+
+def default_num_workers() -> int:
+    # Leave one core to the model's forward pass; preprocessing rarely needs more than a few workers to keep up.
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+class _RawItems(TorchDataset):
+    """The dataset's untransformed (image, label) items: the engine's preprocessing must not depend on whatever
+    transform a notebook user set on the dataset."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image, label = self.dataset.get_image_and_label(index)
+        return {"image": image, "label": label}
+
+
+def _single_threaded_worker(_: int) -> None:
+    # Workers only decode and resize; torch threads in every worker would fight the forward pass for the cores.
+    torch.set_num_threads(1)
+
+
+def embed_class_prompts(model: Model, prompts: Sequence[Sequence[str]]) -> np.ndarray:
+    """One embedding per class: each prompt embedded and normalised, averaged over templates, renormalised.
+
+    With a single template this is exactly that prompt's normalised embedding, as in the original tool."""
+    num_templates = len(prompts[0])
+    flat = [prompt for class_prompts in prompts for prompt in class_prompts]
+    embedded = model.embed_texts(flat).reshape(len(prompts), num_templates, -1)
+    if num_templates == 1:
+        return embedded[:, 0]
+    mean = embedded.mean(axis=1)
+    return (mean / np.linalg.norm(mean, axis=1, keepdims=True)).astype(np.float32)
+
+
+def embed_images(
+    model: Model,
+    dataset: Dataset,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    num_workers: int | None = None,
+    on_batch: ProgressCallback | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Image embeddings [N, D] and labels [N] in dataset order."""
+    workers = default_num_workers() if num_workers is None else num_workers
+    loader = DataLoader(
+        _RawItems(dataset),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=model.get_collate_fn(),
+        pin_memory=model.device.type == "cuda",
+        worker_init_fn=_single_threaded_worker if workers else None,
+        prefetch_factor=4 if workers else None,
+    )
+    chunks, labels = [], []
+    for batch in loader:
+        chunks.append(model.embed_images(batch["pixel_values"]))
+        labels.append(batch["labels"].numpy())
+        if on_batch is not None:
+            on_batch(len(labels[-1]))
+    if not chunks:
+        return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.int64)
+    return np.concatenate(chunks), np.concatenate(labels).astype(np.int64)
+
+
+def compute_embeddings(
+    model: Model,
+    dataset: Dataset,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    num_workers: int | None = None,
+    on_batch: ProgressCallback | None = None,
+) -> Embeddings:
+    """Image embeddings, class (prompt) embeddings and labels of one dataset split; nothing is written."""
+    classes = embed_class_prompts(model, dataset.prompts) if dataset.class_names else None
+    images, labels = embed_images(model, dataset, batch_size, num_workers, on_batch)
+    return Embeddings(images=images, labels=labels, classes=classes)
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version()}
+    for package in ("tti-eval", "torch", "transformers", "open_clip_torch", "datasets"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def build_metadata(definition: EmbeddingDefinition, split: Split, dataset: Dataset, embeddings: Embeddings) -> dict:
+    return {
+        "model": ModelProvider.registry.spec(definition.model).model_dump(mode="json", exclude_none=True),
+        "dataset": DatasetProvider.registry.spec(definition.dataset).model_dump(mode="json", exclude_none=True),
+        "split": Split(split).value,
+        "class_names": list(dataset.class_names),
+        "templates": list(dataset.templates),
+        "prompts": dataset.prompts,
+        "num_images": int(embeddings.images.shape[0]),
+        "dim": int(embeddings.images.shape[1]),
+        "versions": _versions(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+class _ImagesPerSecond(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed:,.1f} img/s" if task.speed else "… img/s", style="progress.data.speed")
+
+
+def new_progress() -> Progress:
+    """The build's progress display: one bar per (pair, split) with images/s and ETA."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _ImagesPerSecond(),
+        TimeRemainingColumn(),
+        transient=True,
+    )
+
+
+def build_embeddings(
+    definition: EmbeddingDefinition,
+    splits: Iterable[Split] = DEFAULT_SPLITS,
+    *,
+    overwrite: bool = False,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    num_workers: int | None = None,
+    device: str | None = None,
+    load_model: Callable[[], Model] | None = None,
+    progress: Progress | None = None,
+) -> dict[Split, Embeddings | None]:
+    """Build and cache the given splits of one pair; a split already cached is skipped (None) unless `overwrite`.
+
+    The model is loaded (by `load_model`, e.g. a cached loader shared across pairs) only if some split needs
+    building. Each split's file appears atomically when that split is complete, so an interrupted build keeps the
+    finished splits and a rerun completes the rest."""
+    results: dict[Split, Embeddings | None] = {}
+    todo = []
+    for split in splits:
+        path = embedding_path(definition, split)
+        remove_stale_temp_files(path.parent)
+        if path.is_file() and not overwrite:
+            results[Split(split)] = None
+        else:
+            todo.append(Split(split))
+    if not todo:
+        return results
+    model = load_model() if load_model else ModelProvider.get_model(definition.model, device=device)
+    owns_progress = progress is None
+    progress = progress or new_progress()
+    with progress if owns_progress else nullcontext():
+        for split in todo:
+            dataset = DatasetProvider.get_dataset(definition.dataset, split)
+            task = progress.add_task(f"{definition} [{split.value}]", total=len(dataset))
+            advance = partial(progress.advance, task)
+            embeddings = compute_embeddings(model, dataset, batch_size, num_workers, on_batch=advance)
+            definition.save_embeddings(embeddings, split, build_metadata(definition, split, dataset, embeddings))
+            progress.remove_task(task)
+            results[split] = embeddings
+    return results
+
+
+def compute_embeddings_from_definition(definition: EmbeddingDefinition, split: Split, **kwargs: Any) -> Embeddings:
+    """Build one split of a pair, cache it (replacing any cached file) and return it."""
+    result = build_embeddings(definition, [split], overwrite=True, **kwargs)[Split(split)]
+    assert result is not None
+    return result
