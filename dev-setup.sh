@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# One command from a fresh clone to a working `tti-eval`: a .venv holding the locked environment (installed with
+# hashes from requirements.lock) and tti-eval itself in editable mode, plus the git pre-commit hooks.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements.lock
+# The build backend (poetry-core) is in the lock, so the editable install needs nothing unpinned.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+
+if [ -z "${CI:-}" ] && git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  .venv/bin/pre-commit install --install-hooks >/dev/null
+fi
+echo "tti-eval is installed in .venv: run 'source .venv/bin/activate' and then 'tti-eval --help'."

@@ -1,0 +1,181 @@
+"""`tti-eval build` and the engine behind it, end to end on tiny local models and the on-disk digits tree."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tti_eval.cli.main import app
+from tti_eval.common import EmbeddingDefinition, Split
+from tti_eval.common.cache import load_metadata
+from tti_eval.compute import compute_embeddings, embed_class_prompts
+from tti_eval.dataset import DatasetProvider
+from tti_eval.model import ModelProvider
+
+runner = CliRunner()
+PAIR = EmbeddingDefinition(model="tiny-hf-clip", dataset="digits-tree")
+
+
+@pytest.fixture(scope="module")
+def sources(tiny_models, digits_tree):
+    return tiny_models, digits_tree
+
+
+def _invoke(*args: str):
+    result = runner.invoke(app, list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result
+
+
+def test_build_writes_both_splits_then_skips_then_overwrites(sources, cache_path):
+    result = _invoke("build", "--model-dataset", str(PAIR), "--num-workers", "0")
+    assert result.exit_code == 0, result.output
+    paths = [PAIR.embedding_path(s) for s in (Split.TRAIN, Split.VALIDATION)]
+    assert all(p.is_file() for p in paths) and not PAIR.embedding_path(Split.TEST).exists()
+
+    dataset = DatasetProvider.get_dataset(PAIR.dataset, Split.VALIDATION)
+    embeddings = PAIR.load_embeddings(Split.VALIDATION)
+    assert embeddings.images.shape[0] == len(dataset) and embeddings.classes.shape[0] == len(dataset.class_names)
+    np.testing.assert_allclose(np.linalg.norm(embeddings.images, axis=1), 1, atol=1e-5)
+    assert list(embeddings.labels) == [dataset.get_image_and_label(i)[1] for i in range(len(dataset))]
+    metadata = load_metadata(PAIR, Split.VALIDATION)
+    assert metadata["class_names"] == dataset.class_names and metadata["num_images"] == len(dataset)
+    assert metadata["model"]["title"] == PAIR.model and metadata["split"] == "validation"
+
+    stamps = [p.stat().st_mtime_ns for p in paths]
+    result = _invoke("build", "--model-dataset", str(PAIR))
+    assert result.exit_code == 0 and "already cached" in result.output
+    assert [p.stat().st_mtime_ns for p in paths] == stamps
+
+    result = _invoke("build", "--model-dataset", str(PAIR), "--overwrite", "--split", "train", "--num-workers", "0")
+    assert result.exit_code == 0
+    assert paths[0].stat().st_mtime_ns != stamps[0] and paths[1].stat().st_mtime_ns == stamps[1]
+
+
+@pytest.mark.parametrize("model_title", ["tiny-openclip", "tiny-siglip"])
+def test_engine_equals_one_image_at_a_time(sources, model_title):
+    """Batched preprocessing in workers must give what embedding each image on its own gives."""
+    model = ModelProvider.get_model(model_title)
+    dataset = DatasetProvider.get_dataset("digits-tree", Split.VALIDATION)
+    embeddings = compute_embeddings(model, dataset, batch_size=7, num_workers=1)
+    preprocess = model.get_image_preprocessor()
+    for i in (0, len(dataset) // 2, len(dataset) - 1):
+        image, label = dataset.get_image_and_label(i)
+        reference = model.embed_images(preprocess([image]))[0]
+        np.testing.assert_allclose(embeddings.images[i], reference, atol=1e-5)
+        assert embeddings.labels[i] == label
+    reference_classes = np.stack([model.embed_texts([p[0]])[0] for p in dataset.prompts])
+    np.testing.assert_allclose(embeddings.classes, reference_classes, atol=1e-5)
+
+
+def test_several_templates_are_averaged_per_class(sources):
+    model = ModelProvider.get_model("tiny-openclip")
+    prompts = [[f"a {c} here", f"the digit {c}"] for c in ("one", "two", "three")]
+    got = embed_class_prompts(model, prompts)
+    for row, class_prompts in zip(got, prompts, strict=True):
+        each = model.embed_texts(class_prompts)
+        mean = each.mean(axis=0)
+        np.testing.assert_allclose(row, mean / np.linalg.norm(mean), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("pair", "message"),
+    [
+        ("tiny-hf-clip", "is not of the form MODEL/DATASET"),
+        ("tiny-hf-clip/digits-tree/x", "is not of the form MODEL/DATASET"),
+        ("tiny-hf-clp/digits-tree", "Unknown model 'tiny-hf-clp'. Did you mean 'tiny-hf-clip'"),
+        ("tiny-hf-clip/digits-tre", "Unknown dataset 'digits-tre'. Did you mean 'digits-tree'"),
+    ],
+)
+def test_bad_pairs_get_one_sentence(sources, cache_path, pair, message):
+    result = _invoke("build", "--model-dataset", pair)
+    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+
+
+def test_a_failing_pair_does_not_stop_the_others(sources, cache_path, test_sources_dir):
+    (test_sources_dir / "models" / "broken-local.json").write_text(
+        '{"model_type": "HFModel", "title": "broken-local", "title_in_source": "/nowhere/at/all"}'
+    )
+    try:
+        result = _invoke("build", "-md", "broken-local/digits-tree", "-md", str(PAIR), "--num-workers", "0")
+    finally:
+        (test_sources_dir / "models" / "broken-local.json").unlink()
+    assert result.exit_code == 1
+    assert "broken-local/digits-tree" in result.output and PAIR.embedding_path(Split.VALIDATION).is_file()
+
+
+def test_without_a_terminal_the_picker_asks_for_pairs(sources, cache_path):
+    result = _invoke("build")
+    assert result.exit_code == 1 and "--model-dataset" in result.output
+
+
+def test_picker_driven_with_keys(sources):
+    from prompt_toolkit.application import create_app_session
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+
+    from tti_eval.cli.main import all_pairs
+    from tti_eval.cli.pickers import pick_pairs
+
+    pairs = all_pairs()
+    with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
+        pipe.send_text("digits-tree tiny-siglip")
+        pipe.send_text("\t")  # tab selects the first match
+        pipe.send_text("\r")
+        picked = pick_pairs(pairs)
+    assert picked == [EmbeddingDefinition(model="tiny-siglip", dataset="digits-tree")]
+
+
+def _build_process(cache: str) -> subprocess.Popen:
+    env = {**os.environ, "TTI_EVAL_CACHE_PATH": cache}
+    code = "from tti_eval.cli.main import cli; cli()"
+    args = ["build", "-md", str(PAIR), "--batch-size", "2", "--num-workers", "0"]
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+
+
+def _wait_for(condition, process, timeout=120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _assert_nothing_partial(cache_path) -> None:
+    folder = PAIR.embedding_path(Split.TRAIN).parent
+    for file in folder.glob("*.npz") if folder.is_dir() else []:
+        split = Split(file.stem.rsplit("_", 1)[1])
+        PAIR.load_embeddings(split)  # complete and readable, or it would raise
+
+
+def test_a_killed_build_leaves_nothing_partial_and_a_rerun_completes(sources, cache_path):
+    train, validation = PAIR.embedding_path(Split.TRAIN), PAIR.embedding_path(Split.VALIDATION)
+    temp_files = lambda: list(train.parent.glob(".*.tmp")) if train.parent.is_dir() else []  # noqa: E731
+    kill_points = [
+        lambda: train.parent.is_dir(),  # while the first split is being embedded
+        lambda: bool(temp_files()),  # while a file is being written
+        lambda: train.is_file(),  # between splits / during the second split
+    ]
+    for condition in kill_points:
+        process = _build_process(str(cache_path))
+        _wait_for(condition, process)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        _assert_nothing_partial(cache_path)
+
+    process = _build_process(str(cache_path))
+    _wait_for(lambda: train.parent.is_dir(), process)
+    process.send_signal(signal.SIGINT)
+    output = process.communicate()[0].decode()
+    assert process.returncode != 0 and "Traceback" not in output
+    _assert_nothing_partial(cache_path)
+
+    process = _build_process(str(cache_path))
+    assert process.wait() == 0, process.stdout.read().decode()
+    assert train.is_file() and validation.is_file() and not temp_files()
+    _assert_nothing_partial(cache_path)
