@@ -5,6 +5,7 @@ import time.
 """
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -31,6 +32,10 @@ def pytest_configure(config: pytest.Config) -> None:
     import torch
 
     torch.set_num_threads(1)  # two shared cores: threads would only fight each other
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_SESSION_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -114,21 +114,21 @@ def test_without_a_terminal_the_picker_asks_for_pairs(sources, cache_path):
     assert result.exit_code == 1 and "--model-dataset" in result.output
 
 
-def test_picker_driven_with_keys(sources):
+def test_picker_driven_with_keys():
     from prompt_toolkit.application import create_app_session
     from prompt_toolkit.input import create_pipe_input
     from prompt_toolkit.output import DummyOutput
 
-    from tti_eval.cli.main import all_pairs
     from tti_eval.cli.pickers import pick_pairs
 
-    pairs = all_pairs()
+    pairs = [EmbeddingDefinition(model=m, dataset="plants") for m in ("clip", "siglip_small", "tinyclip")]
     with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
-        pipe.send_text("digits-tree tiny-siglip")
-        pipe.send_text("\t")  # tab selects the first match
+        pipe.send_text("\x1b[B")  # down to the second pair
+        pipe.send_text("\t")  # tab selects it (and moves on)
+        pipe.send_text("\t")  # and the third
         pipe.send_text("\r")
         picked = pick_pairs(pairs)
-    assert picked == [EmbeddingDefinition(model="tiny-siglip", dataset="digits-tree")]
+    assert picked == pairs[1:]
 
 
 def _build_process(cache: str) -> subprocess.Popen:

@@ -60,6 +60,22 @@ class _Entry:
         return str(self.source) if self.source else "a register call"
 
 
+def call_setup(instance: Any, fields: dict[str, Any]) -> None:
+    """Run `instance._setup(**fields)`, turning a definition field the type does not accept into one sentence."""
+    import inspect
+
+    parameters = inspect.signature(instance._setup).parameters.values()
+    if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+        accepted = {p.name for p in parameters}
+        unknown = sorted(set(fields) - accepted)
+        if unknown:
+            raise DefinitionError(
+                f"{type(instance).__name__} '{instance.title}' does not accept the definition field(s) "
+                f"{', '.join(repr(f) for f in unknown)}; remove them or check their spelling."
+            )
+    instance._setup(**fields)
+
+
 def _import_string(path: str) -> Any:
     module, _, name = path.partition(":")
     return getattr(importlib.import_module(module), name)
@@ -100,7 +116,7 @@ class DefinitionRegistry(Generic[T]):
         self._file_entries: dict[str, _Entry] = {}
         self._session_entries: dict[str, _Entry] = {}
         self._problems: list[str] = []
-        self._loaded_from: tuple[Path, ...] | None = None
+        self._loaded_from: tuple[tuple[Path, int], ...] | None = None
 
     # -- loading ----------------------------------------------------------------------------------------------------
 
@@ -111,21 +127,28 @@ class DefinitionRegistry(Generic[T]):
             folders.append(Path(extra) / f"{self.kind}s")
         return tuple(folders)
 
+    def _snapshot(self) -> tuple[tuple[Path, int], ...]:
+        """Every definition file with its mtime: a file added, edited or removed in a running session is seen."""
+        files = []
+        for folder in self.source_folders():
+            if folder.is_dir():
+                files.extend(natsorted(folder.glob("*.json"), alg=ns.IGNORECASE))
+        return tuple((file, file.stat().st_mtime_ns) for file in files)
+
     def _ensure_loaded(self) -> None:
-        folders = self.source_folders()
-        if folders == self._loaded_from:
+        snapshot = self._snapshot()
+        if snapshot == self._loaded_from:
             return
         self._file_entries, self._problems = {}, []
-        for folder in folders:
-            for file in natsorted(folder.glob("*.json"), alg=ns.IGNORECASE) if folder.is_dir() else []:
-                try:
-                    entry = self._read_file(file)
-                except DefinitionError as e:
-                    self._problems.append(str(e))
-                    logger.warning(str(e))
-                    continue
-                self._file_entries[entry.spec.title] = entry
-        self._loaded_from = folders
+        for file, _ in snapshot:
+            try:
+                entry = self._read_file(file)
+            except DefinitionError as e:
+                self._problems.append(str(e))
+                logger.warning(str(e))
+                continue
+            self._file_entries[entry.spec.title] = entry
+        self._loaded_from = snapshot
 
     def _read_file(self, file: Path) -> _Entry:
         try:

@@ -9,6 +9,7 @@ from PIL import Image
 from torch.utils.data import Dataset as TorchDataset
 
 from tti_eval.common.base import Split
+from tti_eval.common.registry import call_setup
 from tti_eval.common.settings import get_settings
 
 DEFAULT_TEMPLATES = ("An image of a {}",)  # the original tool's single prompt, so its caches stay comparable
@@ -32,7 +33,7 @@ class Dataset(TorchDataset, ABC):
         self.templates = list(templates or DEFAULT_TEMPLATES)
         self.transform = transform
         self.class_names: list[str] = []
-        self._setup(**kwargs)
+        call_setup(self, kwargs)
 
     @abstractmethod
     def _setup(self, **kwargs: Any) -> None:

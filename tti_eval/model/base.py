@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from tti_eval.common.errors import TTIEvalError
+from tti_eval.common.registry import call_setup
 from tti_eval.common.settings import get_settings
 
 ImagePreprocessor = Callable[[Sequence[Image.Image]], torch.Tensor]
@@ -73,7 +74,7 @@ class Model(ABC):
         self.title_in_source = title_in_source or title
         self.device = resolve_device(device)
         self.cache_dir = Path(cache_dir) if cache_dir else get_settings().models_path / title
-        self._setup(**kwargs)
+        call_setup(self, kwargs)
 
     @abstractmethod
     def _setup(self, **kwargs: Any) -> None:
@@ -96,8 +97,10 @@ class Model(ABC):
 
     def _autocast(self):
         # Half precision where it is safe and fast (CUDA); outputs are cast back to float32 before normalising.
-        return torch.autocast("cuda", dtype=torch.float16) if self.device.type == "cuda" else torch.autocast(
-            "cpu", enabled=False
+        return (
+            torch.autocast("cuda", dtype=torch.float16)
+            if self.device.type == "cuda"
+            else torch.autocast("cpu", enabled=False)
         )
 
     def embed_images(self, pixel_values: torch.Tensor) -> np.ndarray:

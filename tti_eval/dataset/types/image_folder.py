@@ -1,0 +1,80 @@
+"""A plain folder of images, `root/<split>/<class>/*.jpg`, read directly: no `datasets`, no Arrow cache."""
+
+from pathlib import Path
+
+from PIL import Image
+
+from tti_eval.common.base import Split
+from tti_eval.common.errors import DefinitionError
+from tti_eval.dataset.base import Dataset
+from tti_eval.dataset.splits import CARVABLE_SPLITS, carve_missing_splits
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+# The folder names `datasets`' imagefolder accepts for each split, so both types read the same tree the same way.
+SPLIT_FOLDER_NAMES = {
+    Split.TRAIN: ("train", "training"),
+    Split.VALIDATION: ("validation", "valid", "dev", "val"),
+    Split.TEST: ("test", "testing", "eval", "evaluation"),
+}
+
+
+class ImageFolderDataset(Dataset):
+    """`title_in_source` is the root folder. Class names are the sorted class folder names of all splits together, so
+    a class keeps its index in every split. A missing validation or test folder is carved from train by the same rule
+    as `HFDataset` (15 % per missing split, seed 42); a missing train folder is an error.
+    """
+
+    def _setup(self) -> None:  # no extra definition fields: the base turns any into a one-sentence error
+        root = Path(self.title_in_source).expanduser()
+        if not root.is_dir():
+            raise DefinitionError(f"Dataset folder {root} does not exist; fix 'title_in_source' in the definition.")
+        folders = {split: self._split_folder(root, split) for split in SPLIT_FOLDER_NAMES}
+        if folders[Split.TRAIN] is None:
+            raise DefinitionError(
+                f"Dataset folder {root} has no train/ folder; lay it out as {root}/train/<class>/<image>."
+            )
+        class_folders = {split: _class_folders(folder) for split, folder in folders.items() if folder is not None}
+        self.class_names = sorted({name for names in class_folders.values() for name in names})
+        self._items = self._select_split(folders, class_folders)
+
+    def _split_folder(self, root: Path, split: Split) -> Path | None:
+        found = [root / name for name in SPLIT_FOLDER_NAMES[split] if (root / name).is_dir()]
+        if len(found) > 1:
+            names = ", ".join(folder.name for folder in found)
+            raise DefinitionError(f"Dataset folder {root} has several {split.value} folders ({names}); keep one.")
+        return found[0] if found else None
+
+    def _list_split(self, class_folders: dict[str, Path]) -> list[tuple[Path, int]]:
+        index = {name: i for i, name in enumerate(self.class_names)}
+        return [
+            (file, index[name])
+            for name, folder in sorted(class_folders.items())
+            for file in sorted(folder.iterdir())
+            if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file()
+        ]
+
+    def _select_split(
+        self, folders: dict[Split, Path | None], class_folders: dict[Split, dict[str, Path]]
+    ) -> list[tuple[Path, int]]:
+        if self.split is Split.ALL:
+            return [item for split in class_folders for item in self._list_split(class_folders[split])]
+        if self.split is not Split.TRAIN and folders[self.split] is not None:
+            return self._list_split(class_folders[self.split])
+        train = self._list_split(class_folders[Split.TRAIN])
+        missing = [split for split in CARVABLE_SPLITS if folders[split] is None]
+        if not missing:
+            return train
+        return [train[i] for i in carve_missing_splits(len(train), missing)[self.split]]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get_image_and_label(self, index: int) -> tuple[Image.Image, int]:
+        path, label = self._items[index]
+        with Image.open(path) as image:
+            return image.convert("RGB"), label
+
+
+def _class_folders(split_folder: Path) -> dict[str, Path]:
+    # Hidden folders (.ipynb_checkpoints, .git) are tool litter, not classes.
+    return {f.name: f for f in split_folder.iterdir() if f.is_dir() and not f.name.startswith(".")}

@@ -1,0 +1,157 @@
+"""OpenCLIP models: built-in or team architectures, `hf-hub:` repositories, `local-dir:` folders, local checkpoints.
+
+Every `*.json` architecture in `tti_eval/model/open_clip_configs/` is registered with open_clip when this module is
+imported, so a file `my-arch.json` there makes `my-arch` usable as `title_in_source`.
+"""
+
+import difflib
+import pickle
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+from huggingface_hub import constants as hub_constants
+from PIL import Image
+
+from tti_eval.common.errors import DefinitionError, TTIEvalError
+from tti_eval.model.base import Model
+
+OPEN_CLIP_CONFIGS_PATH = Path(__file__).resolve().parent.parent / "open_clip_configs"
+_SCHEMA_PREFIXES = ("hf-hub:", "local-dir:")
+_registered_config_paths: set[Path] = set()
+
+
+def register_model_configs(path: str | Path) -> None:
+    """Make the architecture JSON at `path` (a file, or a folder of them) known to open_clip by its file name.
+
+    Idempotent: open_clip rescans every registered path on each addition, so each path is added once.
+    """
+    path = Path(path).expanduser().resolve()
+    if path not in _registered_config_paths:
+        open_clip.add_model_config(path)
+        _registered_config_paths.add(path)
+
+
+register_model_configs(OPEN_CLIP_CONFIGS_PATH)
+
+
+class OpenCLIPPreprocessor:
+    """Picklable batch transform: open_clip's eval transform per image, stacked; holds no weights."""
+
+    def __init__(self, transform: Callable[[Image.Image], torch.Tensor]) -> None:
+        self.transform = transform
+
+    def __call__(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        return torch.stack([self.transform(image) for image in images])
+
+
+class OpenCLIPModel(Model):
+    """A model loaded with `open_clip.create_model_and_transforms`.
+
+    `title_in_source` is one of:
+    - an architecture name (`ViT-B-32`, or one in `open_clip_configs/`), with `pretrained` either one of its tags
+      (`laion2b_e16`) or a checkpoint file;
+    - `hf-hub:org/repo`, a hub repository with `open_clip_config.json` and weights;
+    - `local-dir:/path/to/folder`, a folder holding `open_clip_config.json` and a weights file
+      (`open_clip_pytorch_model.bin`, `*.safetensors`, ...): the way to use a model with no network at all.
+
+    `model_config_path` (optional) names an architecture JSON file, or a folder of them, that is registered with
+    open_clip before loading. Definitions are plain JSON read by every process (a CLI subprocess included), so this
+    is how a team's own architecture travels with its definition: `{"title_in_source": "my-arch",
+    "model_config_path": "/path/to/my-arch.json", "pretrained": "/path/to/weights.pt"}`.
+    """
+
+    def _setup(self, pretrained: str | None = None, model_config_path: str | Path | None = None) -> None:
+        if model_config_path is not None:
+            if not Path(model_config_path).expanduser().exists():
+                raise DefinitionError(
+                    f"Model '{self.title}': model_config_path '{model_config_path}' does not exist; point it at an "
+                    "OpenCLIP architecture JSON file."
+                )
+            register_model_configs(model_config_path)
+        name = self.title_in_source
+        if not name.startswith(_SCHEMA_PREFIXES):
+            self._check_architecture(name, pretrained)
+        try:
+            self.model, _, transform = open_clip.create_model_and_transforms(
+                name, pretrained=pretrained, device=self.device, cache_dir=str(self.cache_dir), weights_only=True
+            )
+            self.tokenizer = open_clip.get_tokenizer(name, cache_dir=str(self.cache_dir))
+        except (RuntimeError, OSError, ValueError, pickle.UnpicklingError) as e:
+            reason = str(e).strip().splitlines()[0].rstrip(".")
+            offline = hub_constants.HF_HUB_OFFLINE and not name.startswith("local-dir:")
+            hint = " (HF_HUB_OFFLINE is set, so only cached weights load)" if offline else ""
+            raise TTIEvalError(
+                f"Model '{self.title}': OpenCLIP cannot load '{name}' ({reason}); check title_in_source and "
+                f"pretrained in its definition{hint}."
+            ) from None
+        self.model.eval()
+        self.transform = transform
+
+    def _check_architecture(self, name: str, pretrained: str | None) -> None:
+        """Clear errors for the two usual typos, before open_clip buries them in a long message."""
+        architecture = name.replace("/", "-")  # open_clip's own lookup rule
+        if open_clip.get_model_config(architecture) is None:
+            close = difflib.get_close_matches(architecture, open_clip.list_models(), n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise TTIEvalError(
+                f"Model '{self.title}': OpenCLIP has no architecture '{name}'{hint}; use a name from "
+                "open_clip.list_models(), an hf-hub: or local-dir: name, or register its JSON with model_config_path."
+            )
+        if pretrained and not open_clip.get_pretrained_cfg(architecture, pretrained) and not Path(pretrained).is_file():
+            tags = ", ".join(open_clip.list_pretrained_tags_by_model(architecture)) or "none"
+            raise TTIEvalError(
+                f"Model '{self.title}': pretrained '{pretrained}' is neither a checkpoint file nor a tag of {name} "
+                f"(tags: {tags}); fix pretrained in its definition."
+            )
+
+    def get_image_preprocessor(self) -> OpenCLIPPreprocessor:
+        return OpenCLIPPreprocessor(self.transform)
+
+    def _encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(pixel_values)
+
+    def _encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.model.encode_text(self.tokenizer(list(texts)).to(self.device))
+
+
+class LocalCLIPModel(OpenCLIPModel):
+    """An OpenCLIP architecture (`title_in_source`) with weights from a local checkpoint file.
+
+    The file is `checkpoint_path` from the definition, else `<cache>/models/<title>/checkpoint.pt`; it holds a
+    state_dict, plain or as `{"state_dict": ...}` (a DataParallel `module.` prefix is stripped), and is read with
+    `torch.load(weights_only=True)` so that a checkpoint cannot run code. `self.checkpoint_path` is known before
+    `_setup` runs: a subclass that produces the checkpoint (by training, say) writes it there, then calls
+    `super()._setup(**kwargs)`.
+    """
+
+    def __init__(
+        self,
+        title: str,
+        title_in_source: str | None = None,
+        device: str | None = None,
+        cache_dir: str | Path | None = None,
+        checkpoint_path: str | Path | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._checkpoint_path = Path(checkpoint_path).expanduser() if checkpoint_path else None
+        super().__init__(title, title_in_source=title_in_source, device=device, cache_dir=cache_dir, **kwargs)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self._checkpoint_path or self.cache_dir / "checkpoint.pt"
+
+    def _setup(self, pretrained: str | None = None, model_config_path: str | Path | None = None) -> None:
+        if pretrained is not None:
+            raise DefinitionError(
+                f"Model '{self.title}': LocalCLIPModel reads its weights from checkpoint_path, not pretrained; "
+                "rename the field in its definition."
+            )
+        if not self.checkpoint_path.is_file():
+            raise TTIEvalError(
+                f"Model '{self.title}': no checkpoint at {self.checkpoint_path}; save the model's state_dict there "
+                "or set checkpoint_path in its definition."
+            )
+        super()._setup(pretrained=str(self.checkpoint_path), model_config_path=model_config_path)
