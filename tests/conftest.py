@@ -19,6 +19,7 @@ os.environ.update(
     TTI_EVAL_OUTPUT_PATH=str(_SESSION_DIR / "output"),
     TOKENIZERS_PARALLELISM="false",
     MPLBACKEND="Agg",
+    COLUMNS="200",  # rich would wrap messages at 80 columns and split the sentences tests look for
 )
 os.environ.pop("TTI_EVAL_SOURCES_PATH", None)
 os.environ.pop("ENCORD_SSH_KEY_PATH", None)
