@@ -191,7 +191,7 @@ def build_embeddings(
     with progress if owns_progress else nullcontext():
         for split in todo:
             dataset = DatasetProvider.get_dataset(definition.dataset, split)
-            task = progress.add_task(f"{definition} [{split.value}]", total=len(dataset))
+            task = progress.add_task(f"{definition} ({split.value})", total=len(dataset))
             advance = partial(progress.advance, task)
             embeddings = compute_embeddings(model, dataset, batch_size, num_workers, on_batch=advance)
             definition.save_embeddings(embeddings, split, build_metadata(definition, split, dataset, embeddings))

@@ -1,6 +1,7 @@
 """Terminal output shared by the commands, and the rule that user errors end in one sentence, not a traceback."""
 
 import functools
+import logging
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -14,6 +15,20 @@ err_console = Console(stderr=True)
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+def configure_logging() -> None:
+    """Show tti-eval's own log lines (e.g. "training digits-clip first") through rich on stderr, once.
+
+    The logger does not propagate, so the root handler that a library may install cannot print them a second time
+    in the plain `WARNING:tti_eval:` form."""
+    from rich.logging import RichHandler
+
+    logger = logging.getLogger("tti_eval")
+    if not any(isinstance(h, RichHandler) for h in logger.handlers):
+        logger.addHandler(RichHandler(console=err_console, show_time=False, show_path=False, markup=False))
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

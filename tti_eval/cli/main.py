@@ -15,9 +15,11 @@ from tti_eval.common.errors import TTIEvalError
 from tti_eval.dataset import DatasetProvider
 from tti_eval.model import ModelProvider
 
-from .console import console, user_errors, warn
+from .console import configure_logging, console, user_errors, warn
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from tti_eval.model.base import Model
 
 app = typer.Typer(
@@ -28,6 +30,13 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
+
+
+@app.callback()
+def main() -> None:
+    """Evaluate text-image embedding models on your own image-classification data."""
+    configure_logging()
+
 
 ModelDatasetOption = Annotated[
     list[str] | None,
@@ -135,8 +144,166 @@ def _build_pairs(pairs: list[EmbeddingDefinition], splits: list[Split], **option
                     continue
                 for s, result in built.items():
                     status = "[green]built[/]" if result is not None else "[dim]already cached[/]"
-                    progress.console.print(f"[green]✓[/] {pair} [{s.value}] {status}", highlight=False)
+                    progress.console.print(f"[green]✓[/] {pair} ({s.value}) {status}", highlight=False)
     return failed
+
+
+def cached_pairs(split: Split | None = None) -> list[EmbeddingDefinition]:
+    """Pairs whose train and validation embeddings are cached (or, given a split, that split)."""
+    wanted = {split} if split else {Split.TRAIN, Split.VALIDATION}
+    return [pair for pair, splits in list_cached().items() if wanted <= set(splits)]
+
+
+def _timestamp() -> str:
+    from datetime import datetime
+
+    return datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+
+
+@app.command()
+@user_errors
+def evaluate(
+    model_dataset: ModelDatasetOption = None,
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Evaluate every cached pair.")] = False,
+    save: Annotated[bool, typer.Option("--save", "-s", help="Write the scores to a CSV in the output folder.")] = False,
+    evaluator: Annotated[
+        list[str] | None,
+        typer.Option("--evaluator", "-e", help="wKNN, zero_shot, I2IR or linear_probe; repeat for more. Default: all."),
+    ] = None,
+    plot: Annotated[bool, typer.Option("--plot", help="Save a bar chart PNG per evaluator next to the CSV.")] = False,
+) -> None:
+    """Score cached embeddings with wKNN, zero-shot, image retrieval and a linear probe (95 % bootstrap intervals)."""
+    from rich.progress import Progress
+
+    from tti_eval.common.cache import build_command
+    from tti_eval.evaluation import EVALUATORS, get_evaluator
+    from tti_eval.evaluation.evaluator import run_evaluation
+
+    evaluators = [get_evaluator(title) for title in dict.fromkeys(evaluator or [])] or list(EVALUATORS.values())
+    if all_:
+        pairs = cached_pairs()
+    elif model_dataset:
+        pairs = parse_pairs(model_dataset)
+    else:
+        from .pickers import pick_pairs, require_terminal
+
+        require_terminal("pairs")
+        pairs = pick_pairs(cached_pairs(), "Pick model/dataset pairs to evaluate")
+    missing = [p for p in pairs if not all(p.embeddings_exist(s) for s in (Split.TRAIN, Split.VALIDATION))]
+    for pair in missing:
+        console.print(
+            f"[bold red]✗[/] {pair} has no train and validation embeddings; run `{build_command(pair)}` first.",
+            highlight=False,
+        )
+    pairs = [p for p in pairs if p not in missing]
+    if not pairs:
+        if not missing:
+            console.print("No cached pairs to evaluate; build some first with `tti-eval build`.")
+        raise typer.Exit(1 if missing else 0)
+
+    with Progress(transient=True, console=console) as progress:
+        task = progress.add_task("Evaluating", total=len(pairs) * len(evaluators))
+        run = run_evaluation(
+            evaluators,
+            pairs,
+            progress=lambda done, total, what: progress.update(task, completed=done, description=what),
+        )
+    for problem in run.problems:
+        warn(problem)
+    for title in (e.title() for e in evaluators):
+        results = [r for r in run.results if r.evaluator == title]
+        if results:
+            console.print(_scores_table(title, results))
+
+    if (save or plot) and run.results:
+        folder = get_settings().output_path / "evaluations"
+        stem = f"eval_{_timestamp()}"
+        if save:
+            from tti_eval.evaluation.report import write_csv
+
+            console.print(f"Saved the scores to {write_csv(run.results, folder / f'{stem}.csv')}", highlight=False)
+        if plot:
+            from tti_eval.plotting.scores import plot_scores
+
+            for title in dict.fromkeys(r.evaluator for r in run.results):
+                path = plot_scores(run.results, title, folder / f"{stem}_{title}.png")
+                console.print(f"Saved the {title} chart to {path}", highlight=False)
+    if missing:
+        raise typer.Exit(1)
+
+
+def _scores_table(title: str, results) -> "Table":
+    """Rows models, columns datasets: the primary score to 4 decimals with its 95 % interval beside it."""
+    from rich.table import Table
+
+    datasets = list(dict.fromkeys(r.dataset for r in results))
+    models = list(dict.fromkeys(r.model for r in results))
+    cells = {(r.model, r.dataset): r.score for r in results}
+    table = Table(title=f"{title} [dim](95 % interval in brackets)[/]", title_justify="left")
+    table.add_column("Model")
+    for dataset in datasets:
+        table.add_column(dataset, justify="right")
+    for model in models:
+        row = [model]
+        for dataset in datasets:
+            score = cells.get((model, dataset))
+            row.append(f"{score.value:.4f} [dim]({score.low:.3f}–{score.high:.3f})[/]" if score else "")
+        table.add_row(*row)
+    return table
+
+
+@app.command()
+@user_errors
+def animate(
+    from_model: Annotated[str | None, typer.Argument(help="The model whose map the animation starts from.")] = None,
+    to_model: Annotated[str | None, typer.Argument(help="The model whose map it morphs into.")] = None,
+    dataset: Annotated[str | None, typer.Argument(help="The dataset both models embedded.")] = None,
+    interactive: Annotated[
+        bool, typer.Option("--interactive", help="Show a window with a slider instead of writing a GIF.")
+    ] = False,
+    reduction: Annotated[str, typer.Option(help="2-D reduction: umap, pca or tsne.")] = "umap",
+    split: Annotated[Split, typer.Option(help="Which split's images to show.")] = Split.VALIDATION,
+) -> None:
+    """Morph one model's 2-D embedding map of a dataset into another's and save it as a GIF."""
+    from tti_eval.plotting.reduction import get_reducer
+
+    get_reducer(reduction)  # an unknown reduction fails before any work
+    given = [a for a in (from_model, to_model, dataset) if a]
+    if 0 < len(given) < 3:
+        raise TTIEvalError("Give all three of FROM_MODEL TO_MODEL DATASET, or none of them to pick interactively.")
+    if not given:
+        from_model, to_model, dataset = _pick_animation(split)
+    parse_pairs([f"{from_model}/{dataset}", f"{to_model}/{dataset}"])  # known titles, or a suggestion
+    from tti_eval.common.cache import build_command
+    from tti_eval.plotting.animation import build_animation
+
+    pairs = [EmbeddingDefinition(model=m, dataset=dataset) for m in (from_model, to_model)]
+    for pair in pairs:
+        if not pair.embeddings_exist(split):
+            raise TTIEvalError(
+                f"{pair} has no {split.value} embeddings; run `{build_command(pair)} --split {split.value}` first."
+            )
+    with console.status(f"Reducing embeddings with {reduction} and drawing the animation …"):
+        path = build_animation(pairs[0], pairs[1], split=split, reduction=reduction, interactive=interactive)
+    if path is not None:
+        console.print(f"Saved the animation to {path}", highlight=False)
+
+
+def _pick_animation(split: Split) -> tuple[str, str, str]:
+    from .pickers import pick_one, pick_two, require_terminal
+
+    require_terminal("a dataset and two models")
+    models_by_dataset: dict[str, list[str]] = {}
+    for pair in cached_pairs(split):
+        models_by_dataset.setdefault(pair.dataset, []).append(pair.model)
+    choices = [d for d, models in models_by_dataset.items() if len(models) >= 2]
+    if not choices:
+        raise TTIEvalError(
+            f"No dataset has {split.value} embeddings of two models yet; build a second model with `tti-eval build`."
+        )
+    dataset = pick_one(choices, "Pick a dataset")
+    first, second = pick_two(models_by_dataset[dataset], "Pick two models")
+    return first, second, dataset
 
 
 @app.command("list")

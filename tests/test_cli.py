@@ -1,0 +1,174 @@
+"""`tti-eval evaluate`, `animate` and `list`, end to end through typer on embeddings of real tiny models."""
+
+import csv
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from tti_eval.cli.main import app
+from tti_eval.common import EmbeddingDefinition, Split
+
+runner = CliRunner()
+MODELS = ("tiny-openclip", "tiny-hf-clip")
+DATASET = "digits-tree"
+
+
+@pytest.fixture(scope="module")
+def built(tiny_models, digits_tree, tmp_path_factory):
+    """Two tiny models' train and validation embeddings of the digits tree, in a cache of this module's own."""
+    cache = tmp_path_factory.mktemp("cli-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TTI_EVAL_CACHE_PATH", str(cache))
+        args = ["build", "--num-workers", "0"]
+        for model in MODELS:
+            args += ["-md", f"{model}/{DATASET}"]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+    return cache
+
+
+@pytest.fixture
+def cli_env(built, output_path, monkeypatch):
+    monkeypatch.setenv("TTI_EVAL_CACHE_PATH", str(built))
+    return output_path
+
+
+def invoke(*args: str):
+    result = runner.invoke(app, list(args))
+    assert "Traceback" not in result.output
+    return result
+
+
+def test_evaluate_prints_tables_and_saves_csv_and_charts(cli_env):
+    pairs = [arg for model in MODELS for arg in ("-md", f"{model}/{DATASET}")]
+    result = invoke("evaluate", *pairs, "--save", "--plot")
+    assert result.exit_code == 0, result.output
+    for title in ("zero_shot", "linear_probe", "wKNN", "I2IR"):
+        assert title in result.output
+    assert all(model in result.output for model in MODELS) and DATASET in result.output
+
+    (csv_path,) = (cli_env / "evaluations").glob("eval_*.csv")
+    rows = list(csv.DictReader(csv_path.open()))
+    assert list(rows[0])[:4] == ["Model", "Dataset", "Classifier", "Accuracy"]
+    assert {(r["Model"], r["Classifier"]) for r in rows} == {
+        (m, t) for m in MODELS for t in ("zero_shot", "linear_probe", "wKNN", "I2IR")
+    }
+    assert all(0.0 <= float(r["Accuracy"]) <= 1.0 for r in rows)
+    charts = sorted((cli_env / "evaluations").glob("eval_*.png"))
+    assert len(charts) == 4 and all(Image.open(c).size[0] > 300 for c in charts)
+
+
+def test_evaluate_one_evaluator_matches_the_python_api(cli_env):
+    from tti_eval.evaluation import WeightedKNNClassifier
+
+    result = invoke("evaluate", "-md", f"{MODELS[0]}/{DATASET}", "-e", "wknn", "--save")
+    assert result.exit_code == 0 and "I2IR" not in result.output
+    (csv_path,) = (cli_env / "evaluations").glob("eval_*.csv")
+    (row,) = list(csv.DictReader(csv_path.open()))
+    pair = EmbeddingDefinition(model=MODELS[0], dataset=DATASET)
+    expected = WeightedKNNClassifier(
+        pair.load_embeddings(Split.TRAIN), pair.load_embeddings(Split.VALIDATION)
+    ).evaluate()
+    assert float(row["Accuracy"]) == pytest.approx(expected, abs=1e-12)
+
+
+def test_evaluate_all_and_missing_pairs(cli_env):
+    result = invoke("evaluate", "--all")
+    assert result.exit_code == 0 and all(m in result.output for m in MODELS)
+    result = invoke("evaluate", "-md", f"tiny-siglip/{DATASET}", "-md", f"{MODELS[0]}/{DATASET}")
+    assert result.exit_code == 1
+    assert f"run `tti-eval build --model-dataset tiny-siglip/{DATASET}` first" in result.output
+    assert "wKNN" in result.output  # the other pair was still evaluated
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-md", "nope/digits-tree"], "Unknown model 'nope'"),
+        (["-md", "tiny-openclip"], "is not of the form MODEL/DATASET"),
+        (["-md", f"tiny-openclip/{DATASET}", "-e", "knn"], "no evaluator called 'knn'"),
+        ([], "No terminal"),
+    ],
+)
+def test_evaluate_errors(cli_env, args, message):
+    result = invoke("evaluate", *args)
+    assert result.exit_code == 1 and message in result.output
+
+
+def test_animate_writes_a_gif_with_the_class_names(cli_env):
+    result = invoke("animate", MODELS[0], MODELS[1], DATASET, "--reduction", "pca")
+    assert result.exit_code == 0, result.output
+    (gif,) = (cli_env / "animations").glob("*.gif")
+    assert DATASET in gif.name and MODELS[0] in gif.name and MODELS[1] in gif.name and "validation" in gif.name
+    assert str(gif) in result.output.replace("\n", "")
+    with Image.open(gif) as image:
+        assert image.n_frames > 10 and image.size == (1200, 700)
+
+
+def test_animate_reuses_cached_reductions(cli_env, built):
+    invoke("animate", MODELS[0], MODELS[1], DATASET, "--reduction", "pca")
+    reductions = sorted((built / "reductions").rglob("*.npz"))
+    assert len(reductions) == 2
+    stamps = [p.stat().st_mtime_ns for p in reductions]
+    assert invoke("animate", MODELS[0], MODELS[1], DATASET, "--reduction", "pca").exit_code == 0
+    assert [p.stat().st_mtime_ns for p in reductions] == stamps
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([MODELS[0], MODELS[1]], "Give all three"),
+        ([MODELS[0]], "Give all three"),
+        ([MODELS[0], "tiny-siglip", DATASET], f"run `tti-eval build --model-dataset tiny-siglip/{DATASET}"),
+        ([MODELS[0], "tiny-openclp", DATASET], "Did you mean 'tiny-openclip'"),
+        ([MODELS[0], MODELS[1], DATASET, "--reduction", "mds"], "mds"),
+        ([], "No terminal"),
+    ],
+)
+def test_animate_errors(cli_env, args, message):
+    result = invoke("animate", *args)
+    assert result.exit_code != 0 and message in result.output.replace("\n", " ")
+
+
+def test_list_shows_cached_pairs_with_sizes(cli_env, digits_tree):
+    result = invoke("list")
+    assert result.exit_code == 0
+    lines = [line for line in result.output.splitlines() if DATASET in line]
+    assert len(lines) == len(MODELS)
+    sizes = f"{digits_tree.sizes['train']} + {digits_tree.sizes['validation']}"
+    assert all(sizes in line and "train, validation" in line and "16" in line for line in lines)
+
+
+def test_list_all_shows_every_known_model_and_dataset(cli_env):
+    result = runner.invoke(app, ["list", "--all"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for expected in (
+        "siglip_large",
+        "google/siglip-large-patch16-256",
+        "HFModel",
+        "tiny-openclip",
+        "rsicd",
+        "EncordDataset",
+        DATASET,
+        "ImageFolderDataset",
+    ):
+        assert expected in result.output
+
+
+def test_list_on_an_empty_cache(cache_path):
+    result = invoke("list")
+    assert result.exit_code == 0 and "No embeddings cached" in result.output
+
+
+def test_help_answers_without_heavy_imports():
+    code = (
+        "import sys\nfrom typer.testing import CliRunner\nfrom tti_eval.cli.main import app\n"
+        "assert CliRunner().invoke(app, ['--help']).exit_code == 0\n"
+        "print(sorted({'torch', 'transformers', 'open_clip', 'faiss', 'umap', 'encord'} & set(sys.modules)))"
+    )
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    )

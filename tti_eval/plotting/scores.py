@@ -1,0 +1,58 @@
+"""A grouped bar chart of one evaluator's scores: datasets along x, one bar per model, 95 % intervals as error bars.
+
+Drawn on a bare `Figure` with the Agg canvas rather than through pyplot, so nothing global (the pyplot backend,
+its list of open figures) changes in the caller's process.
+"""
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from natsort import natsorted, ns
+
+from tti_eval.common.cache import atomic_write
+from tti_eval.evaluation.metrics import METRIC_LABELS, PRIMARY, EvaluationResult
+
+
+def plot_scores(results: Sequence[EvaluationResult], evaluator_title: str, path: Path) -> Path:
+    """Save the chart of `evaluator_title`'s primary score over every (model, dataset) in `results` as a PNG."""
+    chosen = {(r.model, r.dataset): r.score for r in results if r.evaluator == evaluator_title}
+    if not chosen:
+        raise ValueError(f"no {evaluator_title} results to plot")
+    models = natsorted({model for model, _ in chosen}, alg=ns.IGNORECASE)
+    datasets = natsorted({dataset for _, dataset in chosen}, alg=ns.IGNORECASE)
+
+    figure = Figure(figsize=(max(6.0, 1.2 + len(datasets) * (0.5 + 0.45 * len(models))), 4.8), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    positions = np.arange(len(datasets))
+    width = min(0.8 / len(models), 0.35)  # a lone model would otherwise get one slab per dataset
+    for index, model in enumerate(models):
+        scores = [chosen.get((model, dataset)) for dataset in datasets]  # None: this pair was not evaluated
+        values = np.array([s.value if s else np.nan for s in scores])
+        errors = np.array([[s.value - s.low, s.high - s.value] if s else [0.0, 0.0] for s in scores]).T
+        bars = axes.bar(
+            positions + (index - (len(models) - 1) / 2) * width,
+            values,
+            width,
+            yerr=errors,
+            capsize=3,
+            label=model,
+            error_kw={"elinewidth": 1, "ecolor": "0.25"},
+        )
+        labels = [f"{v:.3f}" if np.isfinite(v) else "" for v in values]
+        axes.bar_label(bars, labels=labels, label_type="center", rotation=90, fontsize=8, color="white")
+    axes.set_xticks(
+        positions, datasets, rotation=30 if len(datasets) > 4 else 0, ha="right" if len(datasets) > 4 else "center"
+    )
+    axes.set_xlabel("Dataset")
+    axes.set_ylabel(METRIC_LABELS[PRIMARY])
+    axes.set_ylim(0, 1.05)
+    axes.grid(axis="y", alpha=0.3)
+    axes.set_axisbelow(True)
+    axes.set_title(f"{evaluator_title} (error bars: 95 % bootstrap interval)")
+    axes.legend(title="Model", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=150))
+    return path
