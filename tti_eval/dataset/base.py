@@ -64,3 +64,17 @@ class Dataset(TorchDataset, ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(title={self.title!r}, split={self.split.value!r}, size={len(self)})"
+
+
+class ImageFileDataset(Dataset, ABC):
+    """A dataset whose `_setup` lists its items as (image file, class index) pairs in `self._items`."""
+
+    _items: list[tuple[Path, int]]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get_image_and_label(self, index: int) -> tuple[Image.Image, int]:
+        path, label = self._items[index]
+        with Image.open(path) as image:
+            return image.convert("RGB"), label

@@ -19,14 +19,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
 from rich.progress import track
 
 from tti_eval.common.base import Split
 from tti_eval.common.cache import atomic_write
 from tti_eval.common.errors import DefinitionError, TTIEvalError
 from tti_eval.common.settings import get_settings
-from tti_eval.dataset.base import Dataset
+from tti_eval.dataset.base import ImageFileDataset
 from tti_eval.dataset.splits import SPLIT_SEED, random_splits
 
 MAX_WORKERS = 8  # downloads are I/O bound: threads overlap the waits
@@ -70,7 +69,7 @@ def _first_line(error: BaseException) -> str:
     return (text.strip().splitlines() or [type(error).__name__])[0]
 
 
-class EncordDataset(Dataset):
+class EncordDataset(ImageFileDataset):
     """Definition fields: `project_hash`, `classification_hash` (a radio classification whose options are the classes)
     and optionally `ssh_key_path` (else `ENCORD_SSH_KEY_PATH`). Projects have no splits: each data unit is assigned
     to train/validation/test (70/15/15, seed 42) the first time it is seen, and keeps that split in `splits.json`."""
@@ -218,14 +217,6 @@ class EncordDataset(Dataset):
             for file, option in labels[data_hash]["frames"]:
                 if option in self._class_index:  # an option deleted from the ontology is no longer a class
                     yield self._folder / file, self._class_index[option]
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def get_image_and_label(self, index: int) -> tuple[Image.Image, int]:
-        path, label = self._items[index]
-        with Image.open(path) as image:
-            return image.convert("RGB"), label
 
 
 def _version(row: Any) -> str:

@@ -2,11 +2,9 @@
 
 from pathlib import Path
 
-from PIL import Image
-
 from tti_eval.common.base import Split
 from tti_eval.common.errors import DefinitionError
-from tti_eval.dataset.base import Dataset
+from tti_eval.dataset.base import ImageFileDataset
 from tti_eval.dataset.splits import CARVABLE_SPLITS, carve_missing_splits
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -18,7 +16,7 @@ SPLIT_FOLDER_NAMES = {
 }
 
 
-class ImageFolderDataset(Dataset):
+class ImageFolderDataset(ImageFileDataset):
     """`title_in_source` is the root folder. Class names are the sorted class folder names of all splits together, so
     a class keeps its index in every split. A missing validation or test folder is carved from train by the same rule
     as `HFDataset` (15 % per missing split, seed 42); a missing train folder is an error.
@@ -65,14 +63,6 @@ class ImageFolderDataset(Dataset):
         if not missing:
             return train
         return [train[i] for i in carve_missing_splits(len(train), missing)[self.split]]
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def get_image_and_label(self, index: int) -> tuple[Image.Image, int]:
-        path, label = self._items[index]
-        with Image.open(path) as image:
-            return image.convert("RGB"), label
 
 
 def _class_folders(split_folder: Path) -> dict[str, Path]:
