@@ -18,7 +18,10 @@ Runs:
 Memory: `peak_rss_gib` is the process's peak; `baseline_rss_gib` the interpreter and libraries before any data;
 `extra_rss_gib` = peak - baseline, to compare with `inputs_gib` + 0.5 GiB.
 
-    python benchmarks/evaluate_scale.py [--sizes A,B,C] [--runs wKNN,I2IR,...] [--output results.json]
+    python benchmarks/evaluate_scale.py [--sizes A,B,C] [--runs wKNN,I2IR,...] [--repeat 1] [--output results.json]
+
+`--repeat N` times each measurement N times in its process and reports the fastest (`all_seconds` lists them):
+on a machine shared with other work, interference only ever adds time.
 
 Reference (issue 5, the original tool on this machine at size C): wKNN 38 s, I2IR 36 s, linear probe 91 s,
 zero-shot 1 s; wKNN peaked at 2.1 GiB for 0.6 GiB of inputs.
@@ -67,7 +70,7 @@ def _synthetic(n: int, size: dict, seed: int):
     return Embeddings(images=images, labels=labels, classes=classes)
 
 
-def worker(size_name: str, run: str) -> dict:
+def worker(size_name: str, run: str, repeat: int) -> dict:
     import faiss
 
     from tti_eval.evaluation import EVALUATORS, I2IRetrievalEvaluator, WeightedKNNClassifier
@@ -82,32 +85,36 @@ def worker(size_name: str, run: str) -> dict:
     inputs = sum(a.nbytes for a in arrays) / GIB
     record: dict = {"size": size_name, "run": run}
 
-    if run.startswith("floor"):
-        base, queries, k = (train, validation, 11) if run == "floor_val_to_train" else (validation, train, 100)
-        base_unit, query_unit = normalize(base.images), normalize(queries.images)
-        start = time.perf_counter()
-        index = faiss.IndexFlatL2(base_unit.shape[1])
-        index.add(base_unit)
-        index.search(query_unit, k)
-        record["seconds"] = time.perf_counter() - start
-    elif run == "all":
-        start = time.perf_counter()
-        outcome = evaluate_embeddings(train, validation, list(EVALUATORS.values()))
-        record["seconds"] = time.perf_counter() - start
-        record["scores"] = {r.evaluator: round(r.score.value, 4) for r in outcome.results}
-    else:
-        start = time.perf_counter()
+    def evaluators() -> list:
         if run == "wKNN+I2IR":
             shared = search_neighbours(train.images, validation.images, 11, 100)
-            evaluators = [
-                cls(train, validation, neighbours=shared) for cls in (WeightedKNNClassifier, I2IRetrievalEvaluator)
-            ]
-        else:
-            evaluators = [EVALUATORS[run](train, validation)]
-        record["scores"] = {e.title(): round(e.evaluate(), 4) for e in evaluators}
-        record["seconds"] = time.perf_counter() - start
+            return [cls(train, validation, neighbours=shared) for cls in (WeightedKNNClassifier, I2IRetrievalEvaluator)]
+        return [EVALUATORS[run](train, validation)]
+
+    def measure() -> object:
+        if run.startswith("floor"):
+            base, queries, k = (train, validation, 11) if run == "floor_val_to_train" else (validation, train, 100)
+            base_unit, query_unit = normalize(base.images), normalize(queries.images)
+            start = time.perf_counter()  # the floor is the search alone, normalising outside the clock
+            index = faiss.IndexFlatL2(base_unit.shape[1])
+            index.add(base_unit)
+            index.search(query_unit, k)
+            return time.perf_counter() - start
         start = time.perf_counter()
-        for evaluator in evaluators:
+        if run == "all":
+            outcome = evaluate_embeddings(train, validation, list(EVALUATORS.values()))
+            record["scores"] = {r.evaluator: round(r.score.value, 4) for r in outcome.results}
+        else:
+            record["evaluators"] = evaluators()
+            record["scores"] = {e.title(): round(e.evaluate(), 4) for e in record["evaluators"]}
+        return time.perf_counter() - start
+
+    # Other processes on a shared machine only ever add time, so the fastest of several runs is the best estimate.
+    record["all_seconds"] = [measure() for _ in range(repeat)]
+    record["seconds"] = min(record["all_seconds"])
+    if "evaluators" in record:
+        start = time.perf_counter()
+        for evaluator in record.pop("evaluators"):
             evaluator.scores()
         record["bootstrap_seconds"] = time.perf_counter() - start
     record.update(
@@ -147,18 +154,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="A,B,C", help="comma-separated subset of A,B,C")
     parser.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated subset of {','.join(RUNS)}")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per measurement; the fastest is reported")
     parser.add_argument("--output", help="also write the JSON to this file")
     parser.add_argument("--worker", nargs=2, metavar=("SIZE", "RUN"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(*args.worker)))
+        print(json.dumps(worker(*args.worker, repeat=args.repeat)))
         return
 
     records = []
     for size in args.sizes.split(","):
         for run in args.runs.split(","):
             done = subprocess.run(
-                [sys.executable, __file__, "--worker", size, run], capture_output=True, text=True, check=False
+                [sys.executable, __file__, "--worker", size, run, "--repeat", str(args.repeat)],
+                capture_output=True,
+                text=True,
+                check=False,
             )
             if done.returncode == 0:
                 records.append(json.loads(done.stdout.strip().splitlines()[-1]))

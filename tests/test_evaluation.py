@@ -194,9 +194,9 @@ def test_linear_probe_is_sklearn_logistic_regression():
     from sklearn.linear_model import LogisticRegression
 
     train, val = pair(seed=6, val_classes=[0, 1, 2, 4])
-    probe = LogisticRegressionProbe = LinearProbeClassifier(train, val, num_classes=8)
+    probe = LinearProbeClassifier(train, val, num_classes=8)
     reference = LogisticRegression(random_state=0).fit(normalize(train.images), train.labels)
-    probabilities, predicted = LogisticRegressionProbe.predict()
+    probabilities, predicted = probe.predict()
     expected = reference.predict_proba(normalize(val.images))
     np.testing.assert_array_equal(probabilities[:, reference.classes_], expected)
     assert probabilities.shape == (len(val.images), 8) and not probabilities[:, 6:].any()

@@ -63,8 +63,8 @@ class WeightedKNNClassifier(ClassificationModel):
         probabilities = np.empty((len(val.images), self.num_classes), dtype=np.float32)
         for rows in row_chunks(len(nearest), _ROWS):
             indices = nearest[rows]
-            # Re-measured directly rather than taken from the search's dot products: exact copies then come out as
-            # exactly 0, and tiny distances keep their precision, which 1/d² would otherwise magnify.
+            # Re-measured as |a - b|² rather than taken from the search's |a|² + |b|² - 2a·b, whose rounding noise
+            # around 0 would turn exact copies into huge finite votes and be magnified by 1/d² for near copies.
             neighbour_unit = normalize(train.images[indices.ravel()]).reshape(*indices.shape, -1)
             difference = neighbour_unit - normalize(val.images[rows])[:, None, :]
             squared = np.einsum("nkd,nkd->nk", difference, difference, dtype=np.float64)

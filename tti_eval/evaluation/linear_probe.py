@@ -71,11 +71,13 @@ class LinearProbeClassifier(ClassificationModel):
         else:
             classifier = LogisticRegression(random_state=0)
 
+        # Non-convergence becomes a note on the score instead of a console warning per pair; scikit-learn's notices
+        # about its own coming API changes (FutureWarning; C_ is read either way) mean nothing to the user.
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             classifier.fit(images, labels)
         for warning in caught:
-            if not issubclass(warning.category, ConvergenceWarning):
+            if not issubclass(warning.category, ConvergenceWarning | FutureWarning):
                 warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
         if any(issubclass(warning.category, ConvergenceWarning) for warning in caught):
             self.notes.append(
