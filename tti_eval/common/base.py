@@ -8,8 +8,6 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .errors import InvalidEmbeddingsError
-
 _SAFE_TITLE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+@-]*")
 
 
@@ -80,13 +78,11 @@ class Embeddings(BaseModel):
 
     def check_usable(self, name: str = "embeddings") -> None:
         """Zero or non-finite vectors cannot be normalised; say so instead of producing NaN scores."""
-        for field, array in (("images", self.images), ("classes", self.classes)):
-            if array is None:
-                continue
-            if not np.isfinite(array).all():
-                raise InvalidEmbeddingsError(f"{name}.{field} contains NaN or infinite values; rebuild the embeddings.")
-            if array.size and (np.abs(array).max(axis=1) == 0).any():
-                raise InvalidEmbeddingsError(f"{name}.{field} contains all-zero vectors, which have no direction.")
+        from .vectors import check_vectors
+
+        check_vectors(self.images, f"{name} images")
+        if self.classes is not None:
+            check_vectors(self.classes, f"{name} class embeddings")
 
 
 class EmbeddingDefinition(BaseModel):

@@ -5,6 +5,7 @@ from difflib import get_close_matches
 from tti_eval.common.errors import UnknownTitleError
 
 from .base import ClassificationModel, EvaluationModel
+from .evaluator import EvaluationRun, run_evaluation
 from .image_retrieval import I2IRetrievalEvaluator
 from .knn import WeightedKNNClassifier
 from .linear_probe import LinearProbeClassifier
@@ -43,10 +44,12 @@ __all__ = [
     "ClassificationModel",
     "EvaluationModel",
     "EvaluationResult",
+    "EvaluationRun",
     "I2IRetrievalEvaluator",
     "LinearProbeClassifier",
     "Score",
     "WeightedKNNClassifier",
     "ZeroShotClassifier",
     "get_evaluator",
+    "run_evaluation",
 ]

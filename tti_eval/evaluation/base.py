@@ -13,9 +13,9 @@ import numpy as np
 
 from tti_eval.common.base import Embeddings
 from tti_eval.common.errors import InvalidEmbeddingsError
+from tti_eval.common.vectors import check_vectors
 
 from .metrics import N_RESAMPLES, SEED, Score, classification_scores
-from .utils import check_vectors
 
 
 class EvaluationModel(ABC):

@@ -10,11 +10,11 @@ from typing import Any, NamedTuple
 from tti_eval.common.base import EmbeddingDefinition, Embeddings, Split
 from tti_eval.common.cache import load_metadata
 from tti_eval.common.errors import TTIEvalError
+from tti_eval.common.vectors import check_vectors
 
 from .base import EvaluationModel
 from .metrics import N_RESAMPLES, SEED, EvaluationResult
 from .neighbours import search_neighbours
-from .utils import check_vectors
 
 # progress(steps done, total steps, what runs next): one step per (pair, evaluator).
 ProgressCallback = Callable[[int, int, str], None]

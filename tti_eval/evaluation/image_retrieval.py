@@ -4,11 +4,11 @@ from typing import Any
 import numpy as np
 
 from tti_eval.common.base import Embeddings
+from tti_eval.common.vectors import row_chunks
 
 from .base import EvaluationModel
 from .metrics import N_RESAMPLES, SEED, Score, retrieval_scores
 from .neighbours import Neighbours, search_neighbours
-from .utils import row_chunks
 
 
 class I2IRetrievalEvaluator(EvaluationModel):

@@ -3,10 +3,11 @@ from typing import Any
 import numpy as np
 
 from tti_eval.common.base import Embeddings
+from tti_eval.common.vectors import row_chunks
 
 from .base import ClassificationModel
 from .neighbours import Neighbours, search_neighbours
-from .utils import normalize, row_chunks, softmax
+from .utils import normalize, softmax
 
 # Validation rows per chunk when re-measuring distances: the gathered neighbours are [rows, k, dim] floats.
 _ROWS = 512

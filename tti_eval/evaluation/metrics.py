@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .utils import row_chunks
+from tti_eval.common.vectors import row_chunks
 
 PRIMARY = "accuracy"  # the original tool's single number (called "Accuracy" in its CSV, for I2IR too)
 TOP5 = "top5_accuracy"

@@ -2,9 +2,10 @@ import numpy as np
 
 from tti_eval.common.base import Embeddings
 from tti_eval.common.errors import InvalidEmbeddingsError
+from tti_eval.common.vectors import check_vectors, row_chunks
 
 from .base import ClassificationModel
-from .utils import check_vectors, normalize, row_chunks, softmax
+from .utils import normalize, softmax
 
 
 class ZeroShotClassifier(ClassificationModel):
