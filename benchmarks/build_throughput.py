@@ -8,7 +8,10 @@ Two regimes, each measured in a fresh process so peak RSS belongs to one measure
 
 Images: N real digits images (scikit-learn) upscaled to 224×224 PNGs in a temporary image-folder tree.
 
-    python benchmarks/build_throughput.py [--images 512] [--batch-size 32] [--workers N] [--models vit-b-32,tiny]
+    python benchmarks/build_throughput.py [--images 512] [--batch-size 32] [--models vit-b-32,tiny]
+
+Workers: `vit-b-32` uses the engine's default for a CPU (what `tti-eval build` does); `tiny` uses one worker per core,
+as a GPU build would, so that decoding runs in parallel.
 """
 
 import argparse
@@ -23,7 +26,7 @@ from pathlib import Path
 
 TINY_CONFIG = {
     "embed_dim": 16,
-    "vision_cfg": {"image_size": 224, "layers": 1, "width": 32, "patch_size": 32},
+    "vision_cfg": {"image_size": 224, "layers": 1, "width": 32, "head_width": 16, "patch_size": 32},
     "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
 }
 ARCHITECTURES = {"vit-b-32": "ViT-B-32", "tiny": "bench-tiny"}
@@ -55,17 +58,18 @@ def _setup(model_key: str, root: Path, config_dir: Path):
     open_clip.add_model_config(config_dir)
     ModelProvider.register_model(OpenCLIPModel, "bench-model", title_in_source=ARCHITECTURES[model_key], device="cpu")
     DatasetProvider.register_dataset(ImageFolderDataset, "bench-images", title_in_source=str(root))
-    return ModelProvider.get_model("bench-model"), DatasetProvider.get_dataset("bench-images", Split.TRAIN)
+    return ModelProvider.get_model("bench-model"), DatasetProvider.get_dataset("bench-images", Split.ALL)
 
 
-def measure(model_key: str, mode: str, root: Path, config_dir: Path, batch_size: int, workers: int) -> dict:
+def measure(model_key: str, mode: str, root: Path, config_dir: Path, batch_size: int) -> dict:
     """One measurement, run in its own process by `main`."""
     import torch
     from torch.utils.data import DataLoader
 
-    from tti_eval.compute import _RawItems, _single_threaded_worker, compute_embeddings
+    from tti_eval.compute import _RawItems, _single_threaded_worker, compute_embeddings, default_num_workers
 
     model, dataset = _setup(model_key, root, config_dir)
+    workers = default_num_workers(model.device) if model_key == "vit-b-32" else os.cpu_count() or 1
     n = len(dataset)
     if mode == "full":
         compute_embeddings(model, dataset, batch_size=batch_size, num_workers=workers)  # warm-up: caches, allocator
@@ -95,7 +99,13 @@ def measure(model_key: str, mode: str, root: Path, config_dir: Path, batch_size:
     else:
         raise ValueError(mode)
     seconds = time.perf_counter() - start
-    return {"images": n, "seconds": round(seconds, 3), "images_per_s": round(n / seconds, 2), "threads": torch.get_num_threads()}
+    return {
+        "images": n,
+        "seconds": round(seconds, 3),
+        "images_per_s": round(n / seconds, 2),
+        "workers": workers,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def run_isolated(*args: str) -> dict:
@@ -105,30 +115,27 @@ def run_isolated(*args: str) -> dict:
 
 
 def main() -> None:
-    from tti_eval.compute import default_num_workers
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=default_num_workers())
     parser.add_argument("--models", default="vit-b-32,tiny")
-    parser.add_argument("--measure", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--measure", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.measure:
-        model_key, mode, root, config_dir, workers = args.measure
-        result = measure(model_key, mode, Path(root), Path(config_dir), args.batch_size, int(workers))
+        model_key, mode, root, config_dir = args.measure
+        result = measure(model_key, mode, Path(root), Path(config_dir), args.batch_size)
         result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         print(json.dumps(result))
         return
 
-    report = {"images": args.images, "batch_size": args.batch_size, "workers": args.workers, "cpus": os.cpu_count()}
+    report = {"images": args.images, "batch_size": args.batch_size, "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory() as tmp:
         root, config_dir = Path(tmp) / "images", Path(tmp) / "configs"
         config_dir.mkdir()
         (config_dir / "bench-tiny.json").write_text(json.dumps(TINY_CONFIG))
         make_images(root, args.images)
-        common = [str(root), str(config_dir), str(args.workers)]
+        common = [str(root), str(config_dir)]
         for model_key in args.models.split(","):
             floor_mode = "bare-forward" if model_key == "vit-b-32" else "bare-preprocess"
             full = run_isolated(model_key, "full", *common, "--batch-size", str(args.batch_size))

@@ -7,8 +7,8 @@ reaches a worker or a `datasets` fingerprint, which is what made the original to
 
 import os
 import platform
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -33,9 +33,28 @@ DEFAULT_BATCH_SIZE = 32
 ProgressCallback = Callable[[int], None]
 
 
-def default_num_workers() -> int:
-    # Leave one core to the model's forward pass; preprocessing rarely needs more than a few workers to keep up.
-    return max(1, min(4, (os.cpu_count() or 2) - 1))
+def default_num_workers(device: torch.device) -> int:
+    """Workers that decode and preprocess images while the model runs.
+
+    On an accelerator the model is fast and decoding decides the speed, so use the cores. On a CPU the forward pass
+    wants every core: a worker preempts one of its threads at each synchronisation point and costs more than doing
+    the (comparatively cheap) preprocessing in between batches, so small machines use none."""
+    cores = os.cpu_count() or 1
+    if device.type == "cpu":
+        return 0 if cores <= 4 else min(4, cores // 4)
+    return min(8, max(1, cores - 1))
+
+
+@contextmanager
+def _cores_left_to_the_model(device: torch.device, workers: int) -> Iterator[None]:
+    """On a CPU, let the forward pass use only the cores the workers leave free, so the two never fight."""
+    previous = torch.get_num_threads()
+    if device.type == "cpu" and workers:
+        torch.set_num_threads(max(1, min(previous, (os.cpu_count() or 1) - workers)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 class _RawItems(TorchDataset):
@@ -79,7 +98,7 @@ def embed_images(
     on_batch: ProgressCallback | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Image embeddings [N, D] and labels [N] in dataset order."""
-    workers = default_num_workers() if num_workers is None else num_workers
+    workers = default_num_workers(model.device) if num_workers is None else num_workers
     loader = DataLoader(
         _RawItems(dataset),
         batch_size=batch_size,
@@ -91,11 +110,12 @@ def embed_images(
         prefetch_factor=4 if workers else None,
     )
     chunks, labels = [], []
-    for batch in loader:
-        chunks.append(model.embed_images(batch["pixel_values"]))
-        labels.append(batch["labels"].numpy())
-        if on_batch is not None:
-            on_batch(len(labels[-1]))
+    with _cores_left_to_the_model(model.device, workers):
+        for batch in loader:
+            chunks.append(model.embed_images(batch["pixel_values"]))
+            labels.append(batch["labels"].numpy())
+            if on_batch is not None:
+                on_batch(len(labels[-1]))
     if not chunks:
         return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.int64)
     return np.concatenate(chunks), np.concatenate(labels).astype(np.int64)

@@ -95,7 +95,10 @@ def build(
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 32,
     num_workers: Annotated[
-        int | None, typer.Option(min=0, help="DataLoader workers for decoding and preprocessing. Default: cores - 1.")
+        int | None,
+        typer.Option(
+            min=0, help="Workers that decode and preprocess images. Default: none on a small CPU, more on a GPU."
+        ),
     ] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or mps. Default: the best available.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Rebuild splits that are already cached.")] = False,
