@@ -179,3 +179,40 @@ def test_a_killed_build_leaves_nothing_partial_and_a_rerun_completes(sources, ca
     assert process.wait() == 0, process.stdout.read().decode()
     assert train.is_file() and validation.is_file() and not temp_files()
     _assert_nothing_partial(cache_path)
+
+
+def test_picker_hides_built_pairs_unless_asked(sources, cache_path, monkeypatch):
+    """With no pair named, `build` offers every model×dataset pair that is not built yet (all with
+    --include-existing), and with --by-dataset asks for the dataset first."""
+    from tti_eval.cli import pickers
+
+    assert _invoke("build", "-md", str(PAIR), "--num-workers", "0").exit_code == 0
+    offered: dict[str, list] = {}
+
+    def pick_pairs(pairs, message=""):
+        offered["pairs"] = list(pairs)
+        return []
+
+    def pick_one(options, message=""):
+        offered["datasets"] = list(options)
+        return PAIR.dataset
+
+    def pick_some(options, message=""):
+        offered["models"] = list(options)
+        return []
+
+    monkeypatch.setattr(pickers, "require_terminal", lambda what: None)
+    for name, fake in (("pick_pairs", pick_pairs), ("pick_one", pick_one), ("pick_some", pick_some)):
+        monkeypatch.setattr(pickers, name, fake)
+
+    assert _invoke("build").exit_code == 0
+    assert (
+        PAIR not in offered["pairs"]
+        and EmbeddingDefinition(model="tiny-siglip", dataset=PAIR.dataset) in offered["pairs"]
+    )
+    assert _invoke("build", "--include-existing").exit_code == 0
+    assert PAIR in offered["pairs"]
+
+    assert _invoke("build", "--by-dataset").exit_code == 0
+    assert PAIR.dataset in offered["datasets"]
+    assert PAIR.model not in offered["models"] and "tiny-siglip" in offered["models"]
