@@ -172,3 +172,21 @@ def test_help_answers_without_heavy_imports():
     assert (
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
     )
+
+
+def test_a_damaged_cache_file_gets_its_sentence_and_the_rest_still_runs(built, output_path, tmp_path, monkeypatch):
+    import shutil
+
+    cache = tmp_path / "damaged-cache"
+    shutil.copytree(built, cache)
+    monkeypatch.setenv("TTI_EVAL_CACHE_PATH", str(cache))
+    damaged = EmbeddingDefinition(model=MODELS[0], dataset=DATASET).embedding_path(Split.TRAIN)
+    damaged.write_bytes(damaged.read_bytes()[:1000])
+
+    result = invoke("evaluate", "--all", "-e", "wKNN")
+    assert result.exit_code == 1
+    assert f"{damaged} cannot be read" in result.output and "--overwrite" in result.output
+    assert MODELS[1] in result.output  # the intact pair was still evaluated
+
+    result = invoke("list")
+    assert result.exit_code == 0 and "unreadable" in result.output and MODELS[1] in result.output

@@ -231,8 +231,9 @@ def evaluate(
             for title in dict.fromkeys(r.evaluator for r in run.results):
                 path = plot_scores(run.results, title, folder / f"{stem}_{title}.png")
                 console.print(f"Saved the {title} chart to {path}", highlight=False)
-    if missing:
-        raise typer.Exit(1)
+    evaluated = {(r.model, r.dataset) for r in run.results}
+    if missing or any((p.model, p.dataset) not in evaluated for p in pairs):
+        raise typer.Exit(1)  # some pair could not be evaluated; its sentence is above
 
 
 def _scores_table(title: str, results) -> "Table":
@@ -338,7 +339,12 @@ def list_(
     for column, justify in (("Dataset", "left"), ("Model", "left"), ("Splits", "left"), ("N", "right"), ("D", "right")):
         table.add_column(column, justify=justify)
     for pair, splits in cached.items():
-        shapes = [read_shape(pair, s) for s in splits]
+        try:
+            shapes = [read_shape(pair, s) for s in splits]
+        except TTIEvalError as e:  # one damaged file must not hide the rest of the cache
+            warn(str(e))
+            table.add_row(pair.dataset, pair.model, ", ".join(s.value for s in splits), "[red]unreadable[/]", "")
+            continue
         sizes = " + ".join(str(n) for n, _ in shapes)
         table.add_row(pair.dataset, pair.model, ", ".join(s.value for s in splits), sizes, str(shapes[0][1]))
     console.print(table)
