@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tti_eval.common import CacheError, EmbeddingDefinition, Embeddings, Split
-from tti_eval.common.cache import list_cached, load_metadata, read_shape, remove_stale_temp_files
+from tti_eval.common.cache import _HOST, list_cached, load_metadata, read_shape, remove_stale_temp_files
 
 
 def _embeddings(n=5, d=3, classes=True):
@@ -90,12 +90,30 @@ def test_list_cached_orders_pairs_and_splits(cache_path):
 
 
 def test_stale_temp_files_of_dead_writers_are_removed(tmp_path):
-    dead = tmp_path / ".m_train.npz.999999999.abc.tmp"
-    alive = tmp_path / f".m_train.npz.{os.getpid()}.abc.tmp"
-    dead.write_bytes(b"x")
-    alive.write_bytes(b"x")
+    dead = tmp_path / f".m_train.npz.{_HOST}@999999999@abc12345.tmp"
+    alive = tmp_path / f".m_train.npz.{_HOST}@{os.getpid()}@12345678.tmp"  # an all-digit random part is no pid
+    other_host = tmp_path / ".m_train.npz.elsewhere@999999999@abc.tmp"
+    for file in (dead, alive, other_host):
+        file.write_bytes(b"x")
     remove_stale_temp_files(tmp_path)
-    assert not dead.exists() and alive.exists()
+    assert not dead.exists() and alive.exists() and other_host.exists()
+
+
+def test_cache_files_are_readable_by_the_team(cache_path):
+    path = EmbeddingDefinition(model="m", dataset="ds").save_embeddings(_embeddings(), Split.TRAIN)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_an_npy_under_an_npz_name_gets_one_sentence(cache_path):
+    d = EmbeddingDefinition(model="m", dataset="ds")
+    path = d.embedding_path(Split.TRAIN)
+    path.parent.mkdir(parents=True)
+    with path.open("wb") as handle:
+        np.save(handle, np.ones((2, 2)))
+    with pytest.raises(CacheError, match="cannot be read"):
+        d.load_embeddings(Split.TRAIN)
 
 
 def test_metadata_is_json_not_pickle(cache_path):

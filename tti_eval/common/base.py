@@ -56,6 +56,8 @@ class Embeddings(BaseModel):
         array = np.asarray(value)
         if array.ndim != 1:
             raise ValueError(f"labels must be a 1-D array [N], got shape {array.shape}")
+        if array.size and not np.issubdtype(array.dtype, np.number):
+            raise ValueError(f"labels must be integers, got {array.dtype}")
         if array.size and not np.issubdtype(array.dtype, np.integer) and not np.all(np.mod(array, 1) == 0):
             raise ValueError("labels must be integers")
         if array.size and array.min() < 0:

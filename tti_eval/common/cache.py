@@ -8,6 +8,8 @@ place, so a killed build never leaves a file that looks finished.
 
 import json
 import os
+import re
+import socket
 import tempfile
 import zipfile
 from pathlib import Path
@@ -21,6 +23,10 @@ from .settings import get_settings
 
 _SPLIT_SUFFIXES = tuple(f"_{split.value}" for split in Split)
 _TEMP_SUFFIX = ".tmp"
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())
+_TEMP_WRITER = re.compile(r"\.(?P<host>[A-Za-z0-9_-]*)@(?P<pid>\d+)@[^@]*\.tmp$")
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # reading the umask means setting it; put it straight back
 
 
 def embedding_path(definition: EmbeddingDefinition, split: Split, cache_path: Path | None = None) -> Path:
@@ -38,8 +44,9 @@ def atomic_write(path: Path, write) -> None:
     The temporary name carries the writer's pid, so that a later run can tell the leftovers of a killed writer
     (SIGKILL leaves no chance to clean up) from a file another live process is still writing."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=_TEMP_SUFFIX, dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{_HOST}@{os.getpid()}@", suffix=_TEMP_SUFFIX, dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; a team's shared cache must stay readable
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
@@ -63,9 +70,9 @@ def _pid_alive(pid: int) -> bool:
 def remove_stale_temp_files(folder: Path) -> None:
     """Delete temporary files left by writers that died before renaming them into place."""
     for tmp in folder.glob(f".*{_TEMP_SUFFIX}") if folder.is_dir() else []:
-        parts = tmp.name.split(".")
-        pid = next((int(p) for p in reversed(parts) if p.isdigit()), None)
-        if pid is not None and not _pid_alive(pid):
+        writer = _TEMP_WRITER.search(tmp.name)
+        # Only this host's dead writers: on a shared (network) cache another host's pid means nothing here.
+        if writer and writer["host"] == _HOST and not _pid_alive(int(writer["pid"])):
             tmp.unlink(missing_ok=True)
 
 
@@ -90,7 +97,10 @@ def _open(definition: EmbeddingDefinition, split: Split):
             f"run `{build_command(definition)}` first."
         )
     try:
-        return path, np.load(path, allow_pickle=False)
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError("not an npz archive")
+        return path, archive
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise CacheError(
             f"{path} cannot be read ({type(e).__name__}); rebuild it with `{build_command(definition, True)}`."

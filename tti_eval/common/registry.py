@@ -10,7 +10,6 @@ import difflib
 import importlib
 import importlib.util
 import json
-import logging
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,8 +22,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from .base import SafeTitle
 from .errors import DefinitionError, UnknownTitleError
 from .settings import builtin_sources_path, get_settings
-
-logger = logging.getLogger("tti_eval")
 
 T = TypeVar("T")
 
@@ -133,7 +130,8 @@ class DefinitionRegistry(Generic[T]):
         for folder in self.source_folders():
             if folder.is_dir():
                 files.extend(natsorted(folder.glob("*.json"), alg=ns.IGNORECASE))
-        return tuple((file, file.stat().st_mtime_ns) for file in files)
+        # A file that vanished or a dangling link gets mtime -1 and is reported by `_read_file`, not raised here.
+        return tuple((file, file.stat().st_mtime_ns if file.exists() else -1) for file in files)
 
     def _ensure_loaded(self) -> None:
         snapshot = self._snapshot()
@@ -144,8 +142,7 @@ class DefinitionRegistry(Generic[T]):
             try:
                 entry = self._read_file(file)
             except DefinitionError as e:
-                self._problems.append(str(e))
-                logger.warning(str(e))
+                self._problems.append(str(e))  # shown by whoever lists `problems` (the CLI warns once per file)
                 continue
             self._file_entries[entry.spec.title] = entry
         self._loaded_from = snapshot
