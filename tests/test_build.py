@@ -216,3 +216,27 @@ def test_picker_hides_built_pairs_unless_asked(sources, cache_path, monkeypatch)
     assert _invoke("build", "--by-dataset").exit_code == 0
     assert PAIR.dataset in offered["datasets"]
     assert PAIR.model not in offered["models"] and "tiny-siglip" in offered["models"]
+
+
+def test_pickers_with_nothing_to_pick_say_so():
+    from tti_eval.cli.pickers import pick_one, pick_some
+    from tti_eval.common import TTIEvalError
+
+    with pytest.raises(TTIEvalError, match="nothing to choose from"):
+        pick_one([], "Pick a dataset")
+    assert pick_some([], "Pick models") == []
+
+
+def test_an_empty_split_gets_one_sentence(sources, tmp_path):
+    from PIL import Image
+
+    from tti_eval.common import TTIEvalError
+    from tti_eval.dataset.types.image_folder import ImageFolderDataset
+
+    for split in ("train", "validation", "test"):
+        (tmp_path / split / "a").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "train" / "a" / "x.png")
+    DatasetProvider.register_dataset(ImageFolderDataset, "empty-validation", title_in_source=str(tmp_path))
+    dataset = DatasetProvider.get_dataset("empty-validation", Split.VALIDATION)
+    with pytest.raises(TTIEvalError, match="has no images"):
+        compute_embeddings(ModelProvider.get_model("tiny-openclip"), dataset, num_workers=0)

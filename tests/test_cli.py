@@ -190,3 +190,24 @@ def test_a_damaged_cache_file_gets_its_sentence_and_the_rest_still_runs(built, o
 
     result = invoke("list")
     assert result.exit_code == 0 and "unreadable" in result.output and MODELS[1] in result.output
+
+
+def test_cached_pairs_need_no_definition_to_be_evaluated(built, output_path, tmp_path, monkeypatch):
+    """A cache written by the original tool (or one whose definition was removed) is still evaluated by name."""
+    import shutil
+
+    cache = tmp_path / "orphan-cache"
+    shutil.copytree(built, cache)
+    monkeypatch.setenv("TTI_EVAL_CACHE_PATH", str(cache))
+    source = cache / "embeddings" / DATASET
+    for split in ("train", "validation"):
+        shutil.copy(source / f"{MODELS[0]}_{split}.npz", source / f"old-model_{split}.npz")
+    result = invoke("evaluate", "-md", f"old-model/{DATASET}", "-e", "zero_shot")
+    assert result.exit_code == 0 and "old-model" in result.output
+    result = invoke("animate", "old-model", MODELS[1], DATASET, "--reduction", "pca")
+    assert result.exit_code == 0, result.output
+
+
+def test_evaluate_all_and_named_pairs_do_not_mix(cli_env):
+    result = invoke("evaluate", "--all", "-md", f"{MODELS[0]}/{DATASET}")
+    assert result.exit_code == 1 and "not both" in result.output

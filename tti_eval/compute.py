@@ -20,7 +20,7 @@ from rich.text import Text
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from tti_eval.common import EmbeddingDefinition, Embeddings, Split
+from tti_eval.common import EmbeddingDefinition, Embeddings, Split, TTIEvalError
 from tti_eval.common.cache import embedding_path, remove_stale_temp_files
 from tti_eval.dataset import DatasetProvider
 from tti_eval.dataset.base import Dataset
@@ -129,8 +129,16 @@ def compute_embeddings(
     on_batch: ProgressCallback | None = None,
 ) -> Embeddings:
     """Image embeddings, class (prompt) embeddings and labels of one dataset split; nothing is written."""
+    if len(dataset) == 0:
+        raise TTIEvalError(
+            f"The {dataset.split.value} split of dataset '{dataset.title}' has no images; choose another with --split."
+        )
     classes = embed_class_prompts(model, dataset.prompts) if dataset.class_names else None
     images, labels = embed_images(model, dataset, batch_size, num_workers, on_batch)
+    if labels.min() < 0:  # e.g. a hub test split published without its labels (-1)
+        raise TTIEvalError(
+            f"The {dataset.split.value} split of dataset '{dataset.title}' has unlabelled images; it cannot be scored."
+        )
     return Embeddings(images=images, labels=labels, classes=classes)
 
 

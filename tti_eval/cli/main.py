@@ -5,6 +5,7 @@ the commands that need them, so `--help` and `list` answer at once.
 """
 
 import functools
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -49,14 +50,18 @@ def _report_definition_problems() -> None:
         warn(problem)
 
 
-def parse_pairs(texts: list[str]) -> list[EmbeddingDefinition]:
-    """`MODEL/DATASET` strings → pairs whose model and dataset are both known (unknown titles suggest close ones)."""
+def parse_pairs(texts: list[str], cached_splits: Sequence[Split] = ()) -> list[EmbeddingDefinition]:
+    """`MODEL/DATASET` strings → pairs whose model and dataset are known (unknown titles suggest close ones).
+
+    Commands that only read the cache pass the splits they read: a pair with those splits cached needs no
+    definition (a cache written by the original tool, or one whose definition has since been removed)."""
     pairs = []
     for text in texts:
         pair = EmbeddingDefinition.parse(text)
-        for registry, title in ((ModelProvider.registry, pair.model), (DatasetProvider.registry, pair.dataset)):
-            if title not in registry.titles():
-                raise TTIEvalError(registry.unknown_title_message(title))
+        if not (cached_splits and all(pair.embeddings_exist(s) for s in cached_splits)):
+            for registry, title in ((ModelProvider.registry, pair.model), (DatasetProvider.registry, pair.dataset)):
+                if title not in registry.titles():
+                    raise TTIEvalError(registry.unknown_title_message(title))
         if pair not in pairs:
             pairs.append(pair)
     return pairs
@@ -157,12 +162,6 @@ def cached_pairs(split: Split | None = None) -> list[EmbeddingDefinition]:
     return [pair for pair, splits in list_cached().items() if wanted <= set(splits)]
 
 
-def _timestamp() -> str:
-    from datetime import datetime
-
-    return datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-
-
 @app.command()
 @user_errors
 def evaluate(
@@ -183,10 +182,12 @@ def evaluate(
     from tti_eval.evaluation.evaluator import run_evaluation
 
     evaluators = [get_evaluator(title) for title in dict.fromkeys(evaluator or [])] or list(EVALUATORS.values())
+    if all_ and model_dataset:
+        raise TTIEvalError("Give either --all or --model-dataset pairs, not both.")
     if all_:
         pairs = cached_pairs()
     elif model_dataset:
-        pairs = parse_pairs(model_dataset)
+        pairs = parse_pairs(model_dataset, (Split.TRAIN, Split.VALIDATION))
     else:
         from .pickers import pick_pairs, require_terminal
 
@@ -219,17 +220,16 @@ def evaluate(
             console.print(_scores_table(title, results))
 
     if (save or plot) and run.results:
-        folder = get_settings().output_path / "evaluations"
-        stem = f"eval_{_timestamp()}"
-        if save:
-            from tti_eval.evaluation.report import write_csv
+        from tti_eval.evaluation.report import evaluation_csv_path, write_csv
 
-            console.print(f"Saved the scores to {write_csv(run.results, folder / f'{stem}.csv')}", highlight=False)
+        csv_path = evaluation_csv_path()
+        if save:
+            console.print(f"Saved the scores to {write_csv(run.results, csv_path)}", highlight=False)
         if plot:
             from tti_eval.plotting.scores import plot_scores
 
             for title in dict.fromkeys(r.evaluator for r in run.results):
-                path = plot_scores(run.results, title, folder / f"{stem}_{title}.png")
+                path = plot_scores(run.results, title, csv_path.with_name(f"{csv_path.stem}_{title}.png"))
                 console.print(f"Saved the {title} chart to {path}", highlight=False)
     evaluated = {(r.model, r.dataset) for r in run.results}
     if missing or any((p.model, p.dataset) not in evaluated for p in pairs):
@@ -277,7 +277,7 @@ def animate(
         raise TTIEvalError("Give all three of FROM_MODEL TO_MODEL DATASET, or none of them to pick interactively.")
     if not given:
         from_model, to_model, dataset = _pick_animation(split)
-    parse_pairs([f"{from_model}/{dataset}", f"{to_model}/{dataset}"])  # known titles, or a suggestion
+    parse_pairs([f"{from_model}/{dataset}", f"{to_model}/{dataset}"], (split,))  # known or cached, or a suggestion
     from tti_eval.common.cache import build_command
     from tti_eval.plotting.animation import build_animation
 

@@ -36,15 +36,21 @@ def pick_pairs(
 def pick_one(options: Sequence[str], message: str) -> str:
     from InquirerPy import inquirer
 
-    return inquirer.fuzzy(message=f"{message}:", choices=list(options)).execute()
+    if not options:
+        raise TTIEvalError(f"{message}: there is nothing to choose from.")
+    picked = inquirer.fuzzy(message=f"{message}:", choices=list(options)).execute()
+    if picked is None:  # enter while the filter matched nothing
+        raise TTIEvalError(f"{message}: nothing was picked.")
+    return picked
 
 
 def pick_some(options: Sequence[str], message: str) -> list[str]:
     from InquirerPy import inquirer
 
-    return (
-        inquirer.fuzzy(message=f"{message} ({_MULTI_HINT}):", choices=list(options), multiselect=True).execute() or []
-    )
+    if not options:
+        return []
+    prompt = inquirer.fuzzy(message=f"{message} ({_MULTI_HINT}):", choices=list(options), multiselect=True)
+    return prompt.execute() or []
 
 
 def pick_two(options: Sequence[str], message: str) -> tuple[str, str]:

@@ -19,7 +19,8 @@ def _default_cache_path() -> Path:
 
 
 def builtin_sources_path() -> Path:
-    """The definitions shipped with tti-eval: inside the package when installed from a wheel, else the checkout's."""
+    """The definitions shipped with tti-eval: `sources/` beside the package, in a checkout and in site-packages alike
+    (poetry-core installs non-package data at the top level); `tti_eval/sources` is looked at first."""
     for candidate in (PACKAGE_PATH / "sources", PACKAGE_PATH.parent / "sources"):
         if candidate.is_dir():
             return candidate

@@ -33,8 +33,9 @@ class DatasetProvider:
         cls.registry.register(dataset_class, title, split=split, **fields)
 
     @classmethod
-    def get_dataset(cls, title: str, split: Split = Split.ALL, **overrides: Any) -> "Dataset":
-        return cls.registry.create(title, split=Split(split), **overrides)
+    def get_dataset(cls, title: str, split: Split | None = None, **overrides: Any) -> "Dataset":
+        """The dataset's `split` (default: the definition's own `split`, else all of it)."""
+        return cls.registry.create(title, split=Split(split) if split is not None else None, **overrides)
 
     @classmethod
     def list_dataset_titles(cls) -> list[str]:

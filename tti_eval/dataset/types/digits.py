@@ -7,10 +7,10 @@ from sklearn.model_selection import train_test_split
 
 from tti_eval.common.base import Split
 from tti_eval.dataset.base import Dataset
+from tti_eval.dataset.splits import SPLIT_SEED
 
 # Numerals rather than words: they read naturally in prompts ("a handwritten digit 7") and keep plot legends short.
 DIGIT_CLASS_NAMES = [str(digit) for digit in range(10)]
-SPLIT_SEED = 42
 HELD_OUT_FRACTION = 0.3  # 70 % train; the held-out part is halved into validation and test (15 % each)
 
 

@@ -63,7 +63,7 @@ class HFDataset(Dataset):
         source = str(local) if local else self.title_in_source
         try:
             loaded = datasets.load_dataset(source, cache_dir=str(self.cache_dir), **load_kwargs)
-        except (ConnectionError, FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as e:
+        except (OSError, ValueError, datasets.exceptions.DatasetNotFoundError) as e:
             reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
             if local:
                 raise TTIEvalError(
