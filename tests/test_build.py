@@ -240,3 +240,23 @@ def test_an_empty_split_gets_one_sentence(sources, tmp_path):
     dataset = DatasetProvider.get_dataset("empty-validation", Split.VALIDATION)
     with pytest.raises(TTIEvalError, match="has no images"):
         compute_embeddings(ModelProvider.get_model("tiny-openclip"), dataset, num_workers=0)
+
+
+def test_a_model_that_fails_to_load_is_tried_once_for_all_its_pairs(sources, cache_path, test_sources_dir, monkeypatch):
+    calls = []
+    real = ModelProvider.get_model
+
+    def counting(title, **kwargs):
+        calls.append(title)
+        return real(title, **kwargs)
+
+    monkeypatch.setattr(ModelProvider, "get_model", counting)
+    (test_sources_dir / "models" / "broken-twice.json").write_text(
+        '{"model_type": "HFModel", "title": "broken-twice", "title_in_source": "/nowhere/at/all"}'
+    )
+    try:
+        result = _invoke("build", "-md", "broken-twice/digits-tree", "-md", "broken-twice/digits-tree-hf")
+    finally:
+        (test_sources_dir / "models" / "broken-twice.json").unlink()
+    assert result.exit_code == 1 and calls == ["broken-twice"]
+    assert result.output.count("✗") == 2

@@ -183,3 +183,22 @@ def test_listing_imports_no_heavy_library(team_sources):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_relative_paths_resolve_against_the_definition_file(team_sources):
+    _write(
+        team_sources / "models",
+        "local.json",
+        {
+            "model_type": "LocalCLIPModel",
+            "title": "local-one",
+            "title_in_source": "ViT-B-32",
+            "checkpoint_path": "./weights/ckpt.pt",
+            "cache_dir": "../model-cache",
+            "pretrained": "laion2b_e16",
+        },
+    )
+    kwargs = ModelProvider.registry.spec("local-one").class_kwargs()
+    assert kwargs["checkpoint_path"] == str((team_sources / "models" / "weights" / "ckpt.pt").resolve())
+    assert Path(kwargs["cache_dir"]) == (team_sources / "model-cache").resolve()
+    assert kwargs["title_in_source"] == "ViT-B-32" and kwargs["pretrained"] == "laion2b_e16"  # not paths: untouched

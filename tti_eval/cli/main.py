@@ -4,8 +4,7 @@ A thin layer over the Python API. Heavy libraries (torch, transformers, faiss, u
 the commands that need them, so `--help` and `list` answer at once.
 """
 
-import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -19,6 +18,7 @@ from tti_eval.model import ModelProvider
 from .console import configure_logging, console, user_errors, warn
 
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.table import Table
 
     from tti_eval.model.base import Model
@@ -124,6 +124,25 @@ def build(
         raise typer.Exit(1)
 
 
+def _load_once(title: str, device: str | None, console: "Console") -> Callable[[], "Model"]:
+    """A loader that loads the model on first use and gives every later pair the same model, or the same failure
+    (a hub that timed out once is not asked again for each dataset)."""
+    outcome: list = []
+
+    def load() -> "Model":
+        if not outcome:
+            console.print(f"Loading model [bold]{title}[/] …")
+            try:
+                outcome.append(ModelProvider.get_model(title, device=device))
+            except Exception as e:
+                outcome.append(e)
+        if isinstance(outcome[0], Exception):
+            raise outcome[0]
+        return outcome[0]
+
+    return load
+
+
 def _build_pairs(pairs: list[EmbeddingDefinition], splits: list[Split], **options) -> int:
     """Build each pair; a pair that fails is reported in one sentence and the others still build."""
     from tti_eval.compute import build_embeddings, new_progress
@@ -133,12 +152,7 @@ def _build_pairs(pairs: list[EmbeddingDefinition], splits: list[Split], **option
     with new_progress() as progress:
         # Pairs of one model run back to back and share one loader, so each model is loaded at most once.
         for model_title in dict.fromkeys(pair.model for pair in pairs):
-
-            @functools.cache
-            def load_model(title: str = model_title) -> "Model":
-                progress.console.print(f"Loading model [bold]{title}[/] …")
-                return ModelProvider.get_model(title, device=device)
-
+            load_model = _load_once(model_title, device, progress.console)
             for pair in (p for p in pairs if p.model == model_title):
                 try:
                     built = build_embeddings(pair, splits, load_model=load_model, progress=progress, **options)

@@ -95,6 +95,20 @@ def _import_file(path: Path) -> Any:
     return module
 
 
+def _resolve_relative_paths(spec: DefinitionSpec, folder: Path) -> DefinitionSpec:
+    """A definition kept in git names its files relative to itself: `module_path` always, and any other field whose
+    value starts with `./` or `../` (a local model directory, a checkpoint, a dataset folder). Anything else, such as
+    a hub id, is left as written."""
+    updates: dict[str, Any] = {}
+    for field, value in spec.model_dump(exclude_none=True).items():
+        text = str(value) if isinstance(value, str | Path) else None
+        if field == "module_path" or (text and text.startswith(("./", "../"))):
+            updates[field] = (folder / text).resolve()
+            if isinstance(value, str):
+                updates[field] = str(updates[field])
+    return spec.model_copy(update=updates) if updates else spec
+
+
 def _describe_validation_error(error: ValidationError) -> str:
     first = error.errors()[0]
     field = ".".join(str(part) for part in first["loc"]) or "(root)"
@@ -162,8 +176,8 @@ class DefinitionRegistry(Generic[T]):
             raise DefinitionError(
                 f"{file}: {_describe_validation_error(e)}; see sources/{self.kind}-definition-schema.json."
             ) from None
+        spec = _resolve_relative_paths(spec, file.parent)
         if spec.module_path is not None:
-            spec = spec.model_copy(update={"module_path": (file.parent / spec.module_path).resolve()})
             if not spec.module_path.is_file():
                 raise DefinitionError(f"{file}: field 'module_path': {spec.module_path} does not exist.")
         elif spec.type_name not in self.builtin_types:

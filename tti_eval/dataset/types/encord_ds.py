@@ -39,12 +39,9 @@ def create_client(ssh_key_path: Path) -> Any:
 
 
 def download(url: str, destination: Path) -> None:
-    """Fetch `url` into `destination` through a temporary file, so an interrupted run never leaves half an image."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = destination.with_name(destination.name + ".part")
-    with urllib.request.urlopen(url, timeout=60) as response, partial.open("wb") as file:
-        shutil.copyfileobj(response, file)
-    partial.replace(destination)
+    """Fetch `url` into `destination` atomically, so an interrupted run never leaves half an image."""
+    with urllib.request.urlopen(url, timeout=60) as response:
+        atomic_write(destination, lambda file: shutil.copyfileobj(response, file))
 
 
 def _download_all(jobs: list[tuple[str, Path]], description: str) -> None:
