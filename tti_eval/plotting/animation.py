@@ -22,7 +22,7 @@ from matplotlib.legend import Legend
 from matplotlib.lines import Line2D
 from PIL import GifImagePlugin, Image
 
-from tti_eval.common import EmbeddingDefinition, Split, TTIEvalError, get_settings
+from tti_eval.common import EmbeddingDefinition, Embeddings, Split, TTIEvalError, get_settings
 from tti_eval.common.cache import atomic_write, load_metadata
 
 from .reduction import DEFAULT_REDUCTION, DEFAULT_SEED, reduce_embeddings
@@ -238,9 +238,11 @@ def animation_path(
     return get_settings().output_path / "animations" / f"transition_{'_'.join(parts)}_{stamp}.gif"
 
 
-def _shared_labels(from_model: EmbeddingDefinition, to_model: EmbeddingDefinition, split: Split) -> np.ndarray:
-    labels = from_model.load_embeddings(split).labels
-    if not np.array_equal(labels, to_model.load_embeddings(split).labels):
+def _shared_labels(
+    from_model: EmbeddingDefinition, to_model: EmbeddingDefinition, split: Split, embeddings: list[Embeddings]
+) -> np.ndarray:
+    labels = embeddings[0].labels
+    if not np.array_equal(labels, embeddings[1].labels):
         raise TTIEvalError(
             f"{from_model} and {to_model} hold different {Split(split).value} images of {from_model.dataset}, so "
             f"their maps cannot be morphed; rebuild both with `tti-eval build --model-dataset {from_model} "
@@ -274,9 +276,11 @@ def build_animation(
         )
     if interactive:
         require_display()
-    labels = _shared_labels(from_model, to_model, split)
-    start = standardise(reduce_embeddings(from_model, split, reduction, seed))
-    end = align(standardise(reduce_embeddings(to_model, split, reduction, seed)), start)
+    # Each file is read once: the labels are compared and the same arrays feed the reductions.
+    embeddings = [from_model.load_embeddings(split), to_model.load_embeddings(split)]
+    labels = _shared_labels(from_model, to_model, split, embeddings)
+    start = standardise(reduce_embeddings(from_model, split, reduction, seed, embeddings[0]))
+    end = align(standardise(reduce_embeddings(to_model, split, reduction, seed, embeddings[1])), start)
     # A seeded permutation both picks the sample (the same points for both maps) and mixes the drawing order, so no
     # class is always painted on top of the others.
     shown = np.random.default_rng(seed).permutation(len(labels))[:max_points]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tti_eval.common import EmbeddingDefinition, Split, TTIEvalError, UnknownTitleError, get_settings
+from tti_eval.common import EmbeddingDefinition, Embeddings, Split, TTIEvalError, UnknownTitleError, get_settings
 from tti_eval.common.cache import atomic_write
 
 logger = logging.getLogger("tti_eval")
@@ -105,10 +105,13 @@ def reduce_embeddings(
     split: Split = Split.VALIDATION,
     reduction: str = DEFAULT_REDUCTION,
     seed: int = DEFAULT_SEED,
+    embeddings: Embeddings | None = None,
 ) -> np.ndarray:
-    """The 2-D map [N, 2] (float32) of a cached split's image embeddings, from the reductions cache when fresh."""
+    """The 2-D map [N, 2] (float32) of a cached split's image embeddings, from the reductions cache when fresh.
+
+    `embeddings` are that split's, when the caller has them loaded already."""
     reducer = get_reducer(reduction)
-    embeddings = definition.load_embeddings(split)
+    embeddings = embeddings if embeddings is not None else definition.load_embeddings(split)
     embeddings.check_usable(str(definition))  # NaN or zero vectors would make the reducers fail obscurely
     images = embeddings.images
     if len(images) < MIN_POINTS:
