@@ -44,7 +44,7 @@ def evaluate_embeddings(
     each direction needs, so the distances between the two sets are computed once.
     """
     pair = f"{model}/{dataset}" if model or dataset else "these embeddings"
-    try:  # once for the pair, rather than one identical complaint per evaluator
+    try:  # report bad vectors once for the pair, rather than as one identical complaint per evaluator
         check_vectors(train.images, "train images")
         check_vectors(validation.images, "validation images")
     except TTIEvalError as error:

@@ -42,7 +42,7 @@ class I2IRetrievalEvaluator(EvaluationModel):
 
     @classmethod
     def neighbour_request(cls, params: dict[str, Any]) -> tuple[int, int]:
-        return 0, params.get("k", 100)
+        return 0, params.get("k", cls.get_default_params()["k"])
 
     @cached_property
     def per_query_scores(self) -> np.ndarray:

@@ -51,7 +51,7 @@ class WeightedKNNClassifier(ClassificationModel):
 
     @classmethod
     def neighbour_request(cls, params: dict[str, Any]) -> tuple[int, int]:
-        return params.get("k", 11), 0
+        return params.get("k", cls.get_default_params()["k"]), 0
 
     def _predict(self) -> tuple[np.ndarray, np.ndarray]:
         train, val = self._train, self._val
