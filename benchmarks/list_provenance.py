@@ -49,7 +49,7 @@ def _fill_cache(model_titles: list[str], dataset_titles: list[str]) -> None:
     """Real fingerprints (the engine's own `build_metadata` parts), random embeddings: no model is run."""
     import numpy as np
 
-    from tti_eval.common import EmbeddingDefinition, Embeddings, Split
+    from tti_eval.common import EmbeddingDefinition, Embeddings, Split, save_embeddings
     from tti_eval.dataset import DatasetProvider
     from tti_eval.provenance import build_fingerprint
 
@@ -61,7 +61,7 @@ def _fill_cache(model_titles: list[str], dataset_titles: list[str]) -> None:
             for model_title in model_titles:
                 pair = EmbeddingDefinition(model=model_title, dataset=dataset_title)
                 embeddings = Embeddings(images=rng.standard_normal((len(labels), 32)), labels=labels)
-                pair.save_embeddings(embeddings, split, {"fingerprint": build_fingerprint(pair, dataset)})
+                save_embeddings(pair, embeddings, split, {"fingerprint": build_fingerprint(pair, dataset)})
 
 
 def _best_time(args: list[str], env: dict[str, str], repeat: int) -> tuple[float, str]:

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from tests.fixtures.datasets import write_digits_tree
 from tti_eval.cli.main import app
 from tti_eval.common import EmbeddingDefinition, Split
-from tti_eval.common.cache import load_metadata
+from tti_eval.common.cache import embedding_path, load_embeddings, load_metadata
 from tti_eval.common.errors import DefinitionError
 from tti_eval.dataset import DatasetProvider
 from tti_eval.provenance import file_stats, split_state
@@ -77,7 +77,7 @@ def test_a_fresh_build_records_every_part_and_is_up_to_date(tree_pair):
 
 def test_changed_templates_make_both_splits_stale_and_build_rebuilds_them(tree_pair, test_sources_dir):
     pair, root = tree_pair
-    stamps = [pair.embedding_path(s).stat().st_mtime_ns for s in SPLITS]
+    stamps = [embedding_path(pair, s).stat().st_mtime_ns for s in SPLITS]
     definition = {"dataset_type": "ImageFolderDataset", "title": pair.dataset, "title_in_source": str(root)}
     _define(test_sources_dir, "dataset", definition | {"templates": ["a drawing of {}"]})
     assert [_reasons(pair, s) for s in SPLITS] == [("templates changed",)] * 2
@@ -92,7 +92,7 @@ def test_changed_templates_make_both_splits_stale_and_build_rebuilds_them(tree_p
 
     result = _invoke("build", "-md", str(pair), "--num-workers", "0")
     assert result.exit_code == 0 and f"{pair} (train) is stale (templates changed); rebuilding it" in result.output
-    assert all(pair.embedding_path(s).stat().st_mtime_ns != t for s, t in zip(SPLITS, stamps, strict=True))
+    assert all(embedding_path(pair, s).stat().st_mtime_ns != t for s, t in zip(SPLITS, stamps, strict=True))
     assert load_metadata(pair, Split.VALIDATION)["templates"] == ["a drawing of {}"]
     assert [_reasons(pair, s) for s in SPLITS] == [(), ()]
     assert "already cached" in _invoke("build", "-md", str(pair)).output
@@ -113,7 +113,7 @@ def test_images_added_removed_and_touched_are_counted(tree_pair):
 
     result = _invoke("build", "-md", str(pair), "--num-workers", "0")
     assert "(train) is stale (2 images added, 1 removed, 1 modified); rebuilding it" in result.output
-    assert pair.load_embeddings(Split.TRAIN).images.shape[0] == 30 + 2 - 1
+    assert load_embeddings(pair, Split.TRAIN).images.shape[0] == 30 + 2 - 1
     assert _reasons(pair) == ()
 
 
@@ -140,8 +140,8 @@ def test_a_replaced_model_checkpoint_makes_the_pair_stale(tiny_models, tree_pair
 def test_an_original_tool_cache_has_unknown_provenance_and_still_evaluates(tree_pair, test_sources_dir):
     pair, _ = tree_pair
     for split in SPLITS:  # rewrite both files the way the original tool did: the three arrays, no metadata
-        embeddings = pair.load_embeddings(split)
-        path = pair.embedding_path(split)
+        embeddings = load_embeddings(pair, split)
+        path = embedding_path(pair, split)
         np.savez(
             path, image_embeddings=embeddings.images, class_embeddings=embeddings.classes, labels=embeddings.labels
         )

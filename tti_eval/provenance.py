@@ -234,7 +234,7 @@ def stale_warnings(pairs: Iterable[EmbeddingDefinition], splits: Iterable[Split]
     """One sentence per pair whose cached splits among `splits` are stale, naming the command that rebuilds them.
 
     Missing or unreadable files are left to the reader, which has its own sentence for them."""
-    from tti_eval.common.cache import build_command
+    from tti_eval.common.cache import build_command, embeddings_exist
     from tti_eval.common.errors import CacheError
 
     memo: PathMemo = {}
@@ -242,7 +242,7 @@ def stale_warnings(pairs: Iterable[EmbeddingDefinition], splits: Iterable[Split]
     warnings = []
     for pair in pairs:
         stale = []
-        for split in (s for s in splits if pair.embeddings_exist(s)):
+        for split in (s for s in splits if embeddings_exist(pair, s)):
             try:
                 stale.append(split_state(pair, split, memo=memo))
             except CacheError:
