@@ -214,3 +214,17 @@ def test_file_stats_reads_sizes_and_mtimes_without_hidden_entries(tmp_path):
     assert file_stats(tmp_path / "a", {".jpg"}) == {"b/x.JPG": [3, stat.st_mtime_ns]}
     assert set(file_stats(tmp_path / "a")) == {"b/x.JPG", "z.txt"}
     assert file_stats(tmp_path / "missing") == {}
+
+
+def test_model_types_name_the_files_their_weights_come_from(tmp_path, monkeypatch):
+    from tti_eval.model.types import HFModel, LocalCLIPModel, OpenCLIPModel
+
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    assert HFModel.source_paths("m", str(folder), cache_dir=str(tmp_path)) == [folder]
+    assert HFModel.source_paths("m", "openai/clip-vit-base-patch32") == []  # a hub id: its definition identifies it
+    assert OpenCLIPModel.source_paths("m", f"local-dir:{folder}") == [folder]
+    # LocalCLIPModel reads `<cache>/models/<title>/checkpoint.pt` unless the definition names a file.
+    monkeypatch.setenv("TTI_EVAL_CACHE_PATH", str(tmp_path / "cache"))
+    assert LocalCLIPModel.source_paths("mine", "ViT-B-32") == [tmp_path / "cache" / "models" / "mine" / "checkpoint.pt"]
+    assert LocalCLIPModel.source_paths("mine", "ViT-B-32", cache_dir=str(folder)) == [folder / "checkpoint.pt"]

@@ -214,7 +214,9 @@ def split_state(
     split = Split(split)
     stored = load_metadata(definition, split).get("fingerprint")
     if stored is None:
-        return SplitState(definition, split, "unknown", None, ("no fingerprint (built by the original tool?)",))
+        return SplitState(
+            definition, split, "unknown", None, ("no fingerprint: built by the original tool or an older tti-eval",)
+        )
     missing = [
         f"{kind} '{title}' has no definition"
         for kind, registry, title in (
