@@ -21,7 +21,8 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from tti_eval.common import EmbeddingDefinition, Embeddings, Split, TTIEvalError
-from tti_eval.common.cache import embedding_path, remove_stale_temp_files
+from tti_eval.common.atomic import remove_stale_temp_files
+from tti_eval.common.cache import embedding_path, save_embeddings
 from tti_eval.common.malloc import freed_memory_kept
 from tti_eval.dataset import DatasetProvider
 from tti_eval.dataset.base import Dataset
@@ -268,8 +269,9 @@ def build_embeddings(
             skipped: list[tuple[str, str]] = []
             skip = partial(_record_skip, skipped, on_skip) if skip_bad_images else None
             embeddings = compute_embeddings(model, dataset, batch_size, num_workers, on_batch=advance, on_skip=skip)
-            metadata = build_metadata(definition, split, dataset, embeddings, skipped)
-            definition.save_embeddings(embeddings, split, metadata)
+            save_embeddings(
+                definition, embeddings, split, build_metadata(definition, split, dataset, embeddings, skipped)
+            )
             progress.remove_task(task)
             results[split] = embeddings
     return results
