@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from tti_eval.cli.main import app
 from tti_eval.common import EmbeddingDefinition, Split
-from tti_eval.common.cache import load_metadata
+from tti_eval.common.cache import embedding_path, load_embeddings, load_metadata
 from tti_eval.compute import compute_embeddings
 from tti_eval.dataset import DatasetProvider
 from tti_eval.dataset.images import BadImageError, decode_image, to_rgb
@@ -202,7 +202,7 @@ def test_build_stops_at_a_bad_file_or_skips_them_on_request(tiny_models, cache_p
     # The first broken file in dataset order is named, with the dataset and what to do.
     assert f"Image {bad[0]} of dataset '{title}' cannot be read" in output and "--skip-bad-images" in output
     assert "Traceback" not in output
-    assert not pair.embedding_path(Split.VALIDATION).exists()
+    assert not embedding_path(pair, Split.VALIDATION).exists()
 
     args = ["build", "-md", str(pair), "--split", "validation", "--skip-bad-images", "--num-workers", "1"]
     result = runner.invoke(app, args)
@@ -215,7 +215,7 @@ def test_build_stops_at_a_bad_file_or_skips_them_on_request(tiny_models, cache_p
     assert all(entry["reason"] for entry in metadata["skipped_images"])
 
     # The kept images embed exactly as a dataset without the broken files would.
-    embeddings = pair.load_embeddings(Split.VALIDATION)
+    embeddings = load_embeddings(pair, Split.VALIDATION)
     for path in bad:
         path.unlink()
     clean = DatasetProvider.get_dataset(title, Split.VALIDATION)  # lists the folder again
@@ -235,7 +235,7 @@ def test_a_split_with_no_readable_image_is_refused(tiny_models, cache_path, tmp_
     result = runner.invoke(app, args)
     assert result.exit_code == 1
     assert "No image of the validation split of dataset 'all-broken' could be read" in " ".join(result.output.split())
-    assert not pair.embedding_path(Split.VALIDATION).exists()
+    assert not embedding_path(pair, Split.VALIDATION).exists()
 
 
 # -- ordinary images embed as before ---------------------------------------------------------------------------------
@@ -259,3 +259,60 @@ def test_digits_embed_as_pillow_and_the_models_own_transform_do(tiny_models, dig
         else:
             pixels = torch.as_tensor(np.asarray(model.image_processor(images=[rgb])["pixel_values"]))
         np.testing.assert_allclose(embeddings.images[i], model.embed_images(pixels)[0], atol=1e-6)
+
+
+# -- decoding for speed ----------------------------------------------------------------------------------------------
+
+
+def test_openclip_batches_tensor_conversion_with_the_same_values(tiny_models):
+    model = ModelProvider.get_model("tiny-openclip")
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in [(40, 60), (90, 33)]]
+    batched = model.get_image_preprocessor()(images)
+    np.testing.assert_array_equal(batched.numpy(), torch.stack([model.transform(image) for image in images]).numpy())
+
+
+@pytest.mark.parametrize("model_title", ["tiny-openclip", "tiny-hf-clip", "tiny-siglip"])
+def test_models_know_their_input_size(tiny_models, model_title):
+    assert ModelProvider.get_model(model_title).image_input_size() == 32  # TINY_IMAGE_SIZE of every tiny model
+
+
+def test_draft_decoding_keeps_the_smallest_scale_that_covers_the_minimum(tmp_path):
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(_jpeg_bytes((1600, 1200)))
+    assert decode_image(path, "photo", "d").size == (1600, 1200)
+    # 1/2 gives 800×600; 1/4 (400×300) would fall below 448.
+    assert decode_image(path, "photo", "d", min_size=448).size == (800, 600)
+    assert decode_image(path, "photo", "d", min_size=300).size == (400, 300)
+    png = tmp_path / "photo.png"
+    Image.open(path).save(png)
+    assert decode_image(png, "photo", "d", min_size=300).size == (1600, 1200)  # only JPEG has a draft mode
+
+
+def test_build_with_draft_decoding_opts_in_and_says_so(tiny_models, cache_path, tmp_path):
+    for split, count in (("train", 2), ("validation", 3)):
+        for label in ("a", "b"):
+            (tmp_path / split / label).mkdir(parents=True)
+            for i in range(count):
+                (tmp_path / split / label / f"{i}.jpg").write_bytes(_jpeg_bytes((512 + 8 * i, 384)))
+    DatasetProvider.register_dataset(ImageFolderDataset, "jpegs", title_in_source=str(tmp_path))
+    pair = EmbeddingDefinition(model="tiny-openclip", dataset="jpegs")
+    model = ModelProvider.get_model("tiny-openclip")
+
+    for draft in (False, True):
+        args = ["build", "-md", str(pair), "--split", "validation", "--overwrite", "--num-workers", "1"]
+        result = runner.invoke(app, args + (["--draft-decode"] if draft else []))
+        assert result.exit_code == 0, result.output
+        assert load_metadata(pair, Split.VALIDATION)["draft_decode"] is draft
+        embeddings = load_embeddings(pair, Split.VALIDATION)
+        # Reference: each file decoded on its own, at 1/4 scale with the draft (twice the 32-pixel input is 64, and
+        # 1/8 of 384 would be 48), then the model's own transform.
+        for i, path in enumerate(sorted(tmp_path.glob("validation/*/*.jpg"))):
+            image = decode_image(path, str(path), "jpegs", min_size=64 if draft else None)
+            assert image.size == ((512 + 8 * (i % 3)) // 4, 96) if draft else image.size[1] == 384
+            reference = model.embed_images(model.transform(image)[None])[0]
+            np.testing.assert_allclose(embeddings.images[i], reference, atol=1e-6)
+        if not draft:
+            full = embeddings.images
+    assert not np.allclose(full, embeddings.images, atol=1e-3)  # the option does change pixels
+    assert DatasetProvider.get_dataset("jpegs", Split.VALIDATION).min_image_size is None

@@ -32,6 +32,9 @@ from tti_eval.model.base import Model
 
 DEFAULT_SPLITS = (Split.TRAIN, Split.VALIDATION)
 DEFAULT_BATCH_SIZE = 32
+# Draft decoding keeps at least twice the model's input side, so that the model's own antialiased resize still does
+# the final reduction (benchmarks/build_throughput.py measures the speed and the embedding change).
+DRAFT_OVERSAMPLING = 2
 
 ProgressCallback = Callable[[int], None]
 SkipCallback = Callable[[str, str], None]  # (image name, reason)
@@ -142,6 +145,23 @@ def embed_images(
     return np.concatenate(chunks), np.concatenate(labels).astype(np.int64)
 
 
+def draft_min_size(model: Model) -> int | None:
+    """The smallest side a draft-decoded image may have for `model`, or None when its input size is unknown."""
+    size = model.image_input_size()
+    return DRAFT_OVERSAMPLING * size if size else None
+
+
+@contextmanager
+def _decoding_at(dataset: Dataset, min_size: int | None) -> Iterator[None]:
+    # Set on the dataset, so it travels with it into DataLoader workers (and Ray tasks) that call `read_item`.
+    previous = dataset.min_image_size
+    dataset.min_image_size = min_size
+    try:
+        yield
+    finally:
+        dataset.min_image_size = previous
+
+
 def compute_embeddings(
     model: Model,
     dataset: Dataset,
@@ -149,16 +169,20 @@ def compute_embeddings(
     num_workers: int | None = None,
     on_batch: ProgressCallback | None = None,
     on_skip: SkipCallback | None = None,
+    draft_decode: bool = False,
 ) -> Embeddings:
     """Image embeddings, class (prompt) embeddings and labels of one dataset split; nothing is written.
 
-    Unreadable images stop it, or with `on_skip` are left out and reported through it (see `embed_images`)."""
+    Unreadable images stop it, or with `on_skip` are left out and reported through it (see `embed_images`).
+    `draft_decode` lets large JPEGs decode at 1/2 to 1/8 scale, never below `DRAFT_OVERSAMPLING` times the model's
+    input: several times faster on photos, with slightly different pixels and hence embeddings."""
     if len(dataset) == 0:
         raise TTIEvalError(
             f"The {dataset.split.value} split of dataset '{dataset.title}' has no images; choose another with --split."
         )
     classes = embed_class_prompts(model, dataset.prompts) if dataset.class_names else None
-    images, labels = embed_images(model, dataset, batch_size, num_workers, on_batch, on_skip)
+    with _decoding_at(dataset, draft_min_size(model) if draft_decode else None):
+        images, labels = embed_images(model, dataset, batch_size, num_workers, on_batch, on_skip)
     if len(labels) == 0:
         raise TTIEvalError(
             f"No image of the {dataset.split.value} split of dataset '{dataset.title}' could be read; check its files."
@@ -188,6 +212,7 @@ def build_metadata(
     dataset: Dataset,
     embeddings: Embeddings,
     skipped_images: Sequence[tuple[str, str]] = (),
+    draft_decode: bool = False,
 ) -> dict:
     """What a cached split records about itself; `skipped_images` are the (image, reason) pairs a build left out."""
     return {
@@ -199,6 +224,7 @@ def build_metadata(
         "prompts": dataset.prompts,
         "num_images": int(embeddings.images.shape[0]),
         "skipped_images": [{"image": image, "reason": reason} for image, reason in skipped_images],
+        "draft_decode": draft_decode,
         "dim": int(embeddings.images.shape[1]),
         "versions": _versions(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -240,13 +266,15 @@ def build_embeddings(
     progress: Progress | None = None,
     skip_bad_images: bool = False,
     on_skip: SkipCallback | None = None,
+    draft_decode: bool = False,
 ) -> dict[Split, Embeddings | None]:
     """Build and cache the given splits of one pair; a split already cached is skipped (None) unless `overwrite`.
 
     The model is loaded (by `load_model`, e.g. a cached loader shared across pairs) only if some split needs
     building. Each split's file appears atomically when that split is complete, so an interrupted build keeps the
     finished splits and a rerun completes the rest. An unreadable image stops the build before its split is written,
-    unless `skip_bad_images`: then it is left out, recorded in the split's metadata and passed to `on_skip`."""
+    unless `skip_bad_images`: then it is left out, recorded in the split's metadata and passed to `on_skip`.
+    `draft_decode`: see `compute_embeddings`; recorded in the metadata."""
     results: dict[Split, Embeddings | None] = {}
     todo = []
     for split in splits:
@@ -268,10 +296,11 @@ def build_embeddings(
             advance = partial(progress.advance, task)
             skipped: list[tuple[str, str]] = []
             skip = partial(_record_skip, skipped, on_skip) if skip_bad_images else None
-            embeddings = compute_embeddings(model, dataset, batch_size, num_workers, on_batch=advance, on_skip=skip)
-            save_embeddings(
-                definition, embeddings, split, build_metadata(definition, split, dataset, embeddings, skipped)
+            embeddings = compute_embeddings(
+                model, dataset, batch_size, num_workers, on_batch=advance, on_skip=skip, draft_decode=draft_decode
             )
+            metadata = build_metadata(definition, split, dataset, embeddings, skipped, draft_decode)
+            save_embeddings(definition, embeddings, split, metadata)
             progress.remove_task(task)
             results[split] = embeddings
     return results

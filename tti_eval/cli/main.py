@@ -114,6 +114,14 @@ def build(
             help="Leave out images that cannot be read (listed at the end and in the metadata) instead of stopping.",
         ),
     ] = False,
+    draft_decode: Annotated[
+        bool,
+        typer.Option(
+            "--draft-decode",
+            help="Decode large JPEGs at reduced resolution (at least twice the model's input): several times faster "
+            "on photos, with slightly different embeddings.",
+        ),
+    ] = False,
 ) -> None:
     """Compute and cache image and class embeddings for model/dataset pairs."""
     from tti_eval.compute import DEFAULT_SPLITS
@@ -133,6 +141,7 @@ def build(
         num_workers=num_workers,
         device=device,
         skip_bad_images=skip_bad_images,
+        draft_decode=draft_decode,
         on_skip=lambda image, reason: skipped.append((image, reason)),
     )
     if skipped:

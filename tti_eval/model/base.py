@@ -96,6 +96,12 @@ class Model(ABC):
     def _encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """Raw text features [T, D] on any device."""
 
+    def image_input_size(self) -> int | None:
+        """The shorter side, in pixels, of the images the network takes (224 for most CLIPs), or None if unknown.
+
+        Known, it lets the engine decode large JPEGs at reduced resolution on request (`draft_decode`)."""
+        return None
+
     def get_collate_fn(self) -> ImageBatchCollator:
         return ImageBatchCollator(self.get_image_preprocessor())
 
