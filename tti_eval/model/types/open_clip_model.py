@@ -59,7 +59,11 @@ class OpenCLIPPreprocessor:
     def __call__(self, images: Sequence[Image.Image]) -> torch.Tensor:
         if not self._batched:
             return torch.stack([self.transform(image) for image in images])
-        pixels = np.stack([np.asarray(self._per_image(image), dtype=np.uint8) for image in images])  # [B, H, W, C]
+        return self._to_tensor_batch([self._per_image(image) for image in images])
+
+    def _to_tensor_batch(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """ToTensor + Normalize of equally sized RGB images, once for the batch."""
+        pixels = np.stack([np.asarray(image, dtype=np.uint8) for image in images])  # [B, H, W, C]
         batch = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous().to(torch.float32).div_(255)
         return batch.sub_(self._mean).div_(self._std)
 
