@@ -1,0 +1,197 @@
+"""Paired statistics for deciding between models scored on the same images.
+
+Every function works on per-image outcomes (0/1 correctness of a classifier, or a per-query retrieval score) laid out
+as columns of one matrix, so one pass over the resamples serves every model and every pair of models at once. A
+bootstrap resample is a vector of counts (how often each image was drawn), and every statistic here is linear in
+those counts within a resample: the resampled means of all columns are then one matrix product, never a Python loop
+per resample. Differences between two models are bootstrapped as the statistic of their per-image difference, which
+is what makes the bootstrap paired: both models see the same resampled images.
+
+Resample r is `default_rng(seed).integers(0, n, size=n)` drawn for the r-th time, the same draws that
+`tti_eval.evaluation.metrics.bootstrap` makes, so an interval here equals `evaluate`'s interval for the same score.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+from scipy.stats import binomtest
+
+from tti_eval.evaluation.metrics import CONFIDENCE, N_RESAMPLES, SEED
+
+# Bootstrap indices (or signs) drawn at once: 4M int64 values, 32 MiB, whatever the number of images.
+_BLOCK_ELEMENTS = 1 << 22
+
+
+@dataclass(frozen=True)
+class Intervals:
+    """Point estimates of several columns and the bounds of their percentile intervals, one entry per column."""
+
+    value: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+
+def _row_blocks(n: int, rows: int) -> Iterator[int]:
+    """Sizes of consecutive blocks of `rows` rows of length n, each within the block budget."""
+    per_block = max(1, _BLOCK_ELEMENTS // max(n, 1))
+    for start in range(0, rows, per_block):
+        yield min(per_block, rows - start)
+
+
+def resample_indices(n: int, n_resamples: int = N_RESAMPLES, seed: int = SEED) -> Iterator[np.ndarray]:
+    """Bootstrap indices in blocks of rows; stacked, row r holds the n image indices of resample r."""
+    rng = np.random.default_rng(seed)
+    for rows in _row_blocks(n, n_resamples):
+        yield rng.integers(0, n, size=(rows, n))
+
+
+def _counts(indices: np.ndarray, n: int) -> np.ndarray:
+    """How often each image occurs in each resample: (rows, n) float64, from one bincount over the whole block."""
+    rows = indices.shape[0]
+    offsets = (np.arange(rows) * n)[:, None]
+    return np.bincount((indices + offsets).ravel(), minlength=rows * n).reshape(rows, n).astype(np.float64)
+
+
+def _class_indicator(labels: np.ndarray, num_classes: int) -> sparse.csc_matrix:
+    """(n, classes) sparse one-hot matrix of the labels."""
+    n = len(labels)
+    return sparse.csc_matrix((np.ones(n), (np.arange(n), labels)), shape=(n, num_classes))
+
+
+def _class_recalls(hits: np.ndarray, support: np.ndarray) -> np.ndarray:
+    """Recall per class (last axis) with NaN for classes that have no image."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(support > 0, hits / np.where(support > 0, support, 1), np.nan)
+
+
+def _statistic(counts: np.ndarray, columns: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+    """Mean of each column under image weights `counts` (rows = resamples), or its mean per-class recall when labels
+    are given: the recall of each class present in the resample, averaged over those classes."""
+    if labels is None:
+        return counts @ columns / counts.sum(axis=1, keepdims=True)
+    indicator = _class_indicator(labels, int(labels.max()) + 1)
+    support = (indicator.T @ counts.T).T  # (rows, classes): images of each class in each resample
+    estimates = np.empty((counts.shape[0], columns.shape[1]))
+    for j in range(columns.shape[1]):  # one sparse product per column, over all resamples at once
+        hits = (indicator.multiply(columns[:, j : j + 1]).tocsc().T @ counts.T).T
+        estimates[:, j] = np.nanmean(_class_recalls(hits, support), axis=1)
+    return estimates
+
+
+def bootstrap_intervals(
+    columns: np.ndarray,
+    labels: np.ndarray | None = None,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = SEED,
+    confidence: float = CONFIDENCE,
+) -> Intervals:
+    """Percentile intervals of the mean of each column of the (n, m) matrix `columns` (or of its mean per-class
+    recall over `labels`), all columns resampled with the same image indices.
+
+    Pass one model's outcomes (0/1 correct, top-5 hits, per-query scores) for its score, or the per-image difference
+    of two models' outcomes for the paired interval of their difference: both statistics are linear in the per-image
+    outcomes, so the statistic of the difference is the difference of the statistics within every resample."""
+    columns = np.asarray(columns, dtype=np.float64)
+    n = columns.shape[0]
+    unit = np.ones((1, n))
+    value = _statistic(unit, columns, labels)[0]
+    estimates = np.concatenate(
+        [_statistic(_counts(indices, n), columns, labels) for indices in resample_indices(n, n_resamples, seed)]
+    )
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(estimates, [tail, 100 - tail], axis=0)
+    return Intervals(value=value, low=low, high=high)
+
+
+def sign_flip_p_values(differences: np.ndarray, n_permutations: int = N_RESAMPLES, seed: int = SEED) -> np.ndarray:
+    """Two-sided p-value of a zero mean for each column of the (n, m) matrix of paired per-query differences.
+
+    Under the null hypothesis that two models are exchangeable on each query, the sign of each query's difference is
+    a fair coin: p = (1 + #permutations whose |mean| reaches the observed |mean|) / (1 + n_permutations). Every
+    column sees the same sign vectors. Columns of zeros get p = 1."""
+    differences = np.asarray(differences, dtype=np.float64)
+    n = differences.shape[0]
+    observed = np.abs(differences.mean(axis=0))
+    # The observed mean and a permuted mean with all signs + differ only by summation order; this margin keeps such
+    # ties counted as reaching the observed value.
+    margin = 1e-9 * np.maximum(np.abs(differences).max(axis=0, initial=0.0), np.finfo(float).tiny)
+    reached = np.zeros(differences.shape[1], dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    for rows in _row_blocks(n, n_permutations):
+        signs = rng.integers(0, 2, size=(rows, n)).astype(np.float64) * 2 - 1
+        permuted = np.abs(signs @ differences) / n
+        reached += (permuted >= observed - margin).sum(axis=0)
+    return (1 + reached) / (1 + n_permutations)
+
+
+def mcnemar_p_value(first_only_correct: int, second_only_correct: int) -> float:
+    """McNemar's exact test: the two-sided binomial test of the discordant images against an even split; with no
+    discordant image, the two classifiers cannot be told apart (p = 1)."""
+    discordant = first_only_correct + second_only_correct
+    if discordant == 0:
+        return 1.0
+    return float(binomtest(first_only_correct, discordant, 0.5).pvalue)
+
+
+def holm(p_values: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjustment for a family of tests: the i-th smallest p is multiplied by (m - i + 1), made
+    non-decreasing in that order, and capped at 1. Rejecting where the adjusted p < alpha controls the family-wise
+    error rate at alpha."""
+    p_values = np.asarray(p_values, dtype=np.float64)
+    m = len(p_values)
+    order = np.argsort(p_values, kind="stable")
+    stepped = np.maximum.accumulate((m - np.arange(m)) * p_values[order])
+    adjusted = np.empty(m)
+    adjusted[order] = np.minimum(stepped, 1.0)
+    return adjusted
+
+
+@dataclass(frozen=True)
+class ClassDiagnostics:
+    """Per-class figures of one classifier; entries are NaN where undefined (recall of a class with no image,
+    precision of a class never predicted)."""
+
+    support: np.ndarray
+    recall: Intervals
+    precision: np.ndarray
+    confusion: np.ndarray  # rows: true class, columns: predicted class
+
+
+def class_diagnostics(
+    labels: np.ndarray,
+    predictions: np.ndarray,
+    num_classes: int,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = SEED,
+    confidence: float = CONFIDENCE,
+) -> ClassDiagnostics:
+    """Recall of each class with its bootstrap interval (over the resamples in which the class occurs), precision,
+    support and the confusion matrix."""
+    labels = np.asarray(labels, dtype=np.int64)
+    predictions = np.asarray(predictions, dtype=np.int64)
+    n = len(labels)
+    confusion = np.bincount(labels * num_classes + predictions, minlength=num_classes**2).reshape(
+        num_classes, num_classes
+    )
+    support = confusion.sum(axis=1)
+    predicted = confusion.sum(axis=0)
+    hits = np.diag(confusion)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(predicted > 0, hits / np.where(predicted > 0, predicted, 1), np.nan)
+    # Columns: for each class, "this image is of the class and predicted right", then "this image is of the class".
+    indicator = _class_indicator(labels, num_classes)
+    correct_indicator = indicator.multiply((labels == predictions)[:, None]).tocsc()
+    estimates = []
+    for indices in resample_indices(n, n_resamples, seed):
+        counts_t = _counts(indices, n).T
+        estimates.append(_class_recalls((correct_indicator.T @ counts_t).T, (indicator.T @ counts_t).T))
+    estimates = np.concatenate(estimates)
+    tail = (1 - confidence) / 2 * 100
+    present = ~np.isnan(estimates).all(axis=0)
+    low = np.full(num_classes, np.nan)
+    high = np.full(num_classes, np.nan)
+    low[present], high[present] = np.nanpercentile(estimates[:, present], [tail, 100 - tail], axis=0)
+    recall = Intervals(value=_class_recalls(hits.astype(np.float64), support), low=low, high=high)
+    return ClassDiagnostics(support=support, recall=recall, precision=precision, confusion=confusion)
