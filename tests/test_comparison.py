@@ -2,6 +2,7 @@
 JSON/markdown files, checked against references written out here."""
 
 import json
+import math
 from datetime import datetime
 from pathlib import Path
 
@@ -116,6 +117,17 @@ def test_scores_use_the_sign_flip_test_and_respect_direction():
     flipped = compare_models([scores("low", low_values, False), scores("high", high_values, False)], n_resamples=50)
     assert [r.model for r in flipped.groups[0].results] == ["low", "high"]
     assert flipped.groups[0].comparisons[0].difference.value == pytest.approx(high_values.mean() - low_values.mean())
+
+
+def test_enough_sign_flips_for_differences_to_survive_holm_among_many_models():
+    """12 models make 66 pairs: 1,000 permutations could never give a Holm-adjusted p below 66 / 1001."""
+    rng = np.random.default_rng(2)
+    models = [scores(f"m{k:02d}", np.clip(rng.normal(0.3 + 0.05 * k, 0.1, 300), 0, 1)) for k in range(12)]
+    run = compare_models(models, n_resamples=100)
+    assert run.groups[0].permutations == math.ceil(2 * 66 / 0.05)
+    best_record = next(h for h in run.leaderboards[0].head_to_head if h.model == "m11" and h.other == "m00")
+    assert (best_record.wins, best_record.ties, best_record.losses) == (1, 0, 0)
+    assert not any(c.tied_with_best for c in run.groups[0].comparisons if c.model < "m08")
 
 
 def test_across_datasets_mean_rank_and_wins_ties_losses():

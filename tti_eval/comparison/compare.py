@@ -6,6 +6,7 @@ sign-flip permutation test on per-query scores), Holm-adjusted over the comparis
 every pair of models is tested on each dataset (Holm over all pairs of that dataset) to count wins, ties and losses.
 """
 
+import math
 import platform
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -128,18 +129,20 @@ def _per_class(item: ModelOutcomes, n_resamples: int, seed: int, confidence: flo
 
 @dataclass(frozen=True)
 class _PairTests:
-    """Every pair (i, j), i < j, of a group's models: raw p-values and, for 0/1 outcomes, the discordant counts."""
+    """Every pair (i, j), i < j, of a group's models: raw p-values and, for 0/1 outcomes, the discordant counts; for
+    scores, the number of sign-flip permutations drawn."""
 
     pairs: list[tuple[int, int]]
     p_values: np.ndarray
-    only_first: np.ndarray | None
-    only_second: np.ndarray | None
+    only_first: np.ndarray | None = None
+    only_second: np.ndarray | None = None
+    permutations: int | None = None
 
 
-def _pair_tests(matrix: np.ndarray, kind: str, n_resamples: int, seed: int) -> _PairTests:
+def _pair_tests(matrix: np.ndarray, kind: str, alpha: float, n_resamples: int, seed: int) -> _PairTests:
     pairs = list(combinations(range(matrix.shape[1]), 2))
     if not pairs:
-        return _PairTests(pairs, np.empty(0), None, None)
+        return _PairTests(pairs, np.empty(0))
     first, second = (np.array(side) for side in zip(*pairs, strict=True))
     if kind == "correct":
         # [i, j] = images model i got right and model j got wrong, for every pair in one product
@@ -147,8 +150,11 @@ def _pair_tests(matrix: np.ndarray, kind: str, n_resamples: int, seed: int) -> _
         only_first, only_second = only[first, second], only[second, first]
         p_values = np.array([mcnemar_p_value(a, b) for a, b in zip(only_first, only_second, strict=True)])
         return _PairTests(pairs, p_values, only_first, only_second)
-    p_values = sign_flip_p_values(matrix[:, first] - matrix[:, second], n_resamples, seed)
-    return _PairTests(pairs, p_values, None, None)
+    # A permutation p is at least 1 / (permutations + 1); Holm multiplies the smallest by the number of pairs, so with
+    # too few permutations no difference could ever be significant among many models.
+    permutations = max(n_resamples, math.ceil(2 * len(pairs) / alpha))
+    p_values = sign_flip_p_values(matrix[:, first] - matrix[:, second], permutations, seed)
+    return _PairTests(pairs, p_values, permutations=permutations)
 
 
 def _compare_group(
@@ -169,7 +175,7 @@ def _compare_group(
     intervals = bootstrap_intervals(
         np.hstack([matrix, matrix[:, others] - matrix[:, [best]]]), None, n_resamples, seed, confidence
     )
-    tests = _pair_tests(matrix, head.kind, n_resamples, seed)
+    tests = _pair_tests(matrix, head.kind, alpha, n_resamples, seed)
     pair_index = {pair: k for k, pair in enumerate(tests.pairs)}
 
     def pair_of(j: int) -> tuple[int, bool]:
@@ -228,6 +234,7 @@ def _compare_group(
         metric=head.metric,
         higher_is_better=head.higher_is_better,
         test="mcnemar" if head.kind == "correct" else "sign_flip",
+        permutations=tests.permutations,
         n=n,
         results=results,
         comparisons=comparisons,

@@ -67,6 +67,9 @@ class GroupComparison(_Frozen):
     metric: str
     higher_is_better: bool
     test: Literal["mcnemar", "sign_flip"]
+    permutations: int | None = Field(
+        None, description="sign flips drawn: enough that the smallest possible p survives Holm over all pairs"
+    )
     n: int
     results: list[ModelResult]
     comparisons: list[Comparison]

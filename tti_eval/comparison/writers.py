@@ -34,6 +34,12 @@ def format_p(p: float) -> str:
     return f"{p:.3g}" if p >= 1e-3 else f"{p:.1e}"
 
 
+def describe_test(group: GroupComparison) -> str:
+    if group.test == "mcnemar":
+        return "McNemar's exact test"
+    return f"a sign-flip permutation test on per-query scores ({group.permutations} permutations)"
+
+
 def group_rows(group: GroupComparison) -> list[list[str]]:
     """Rank, model, score [interval], difference to best [interval], adjusted p, tied mark: one row per model."""
     comparisons = {comparison.model: comparison for comparison in group.comparisons}
@@ -78,7 +84,7 @@ def render_markdown(run: ComparisonRun) -> str:
         "the data cannot tell this model from the best.",
     ]
     for group in run.groups:
-        test = "McNemar's exact test" if group.test == "mcnemar" else "sign-flip permutation test"
+        test = describe_test(group)
         lines += [
             "",
             f"## {group.dataset} · {group.evaluator} · {group.split}",

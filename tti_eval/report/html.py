@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tti_eval.common.cache import atomic_write
 from tti_eval.comparison.results import ComparisonRun, GroupComparison, PerClassResult
-from tti_eval.comparison.writers import GROUP_HEADER, TIED, group_rows, leaderboard_rows
+from tti_eval.comparison.writers import GROUP_HEADER, TIED, describe_test, group_rows, leaderboard_rows
 from tti_eval.plotting.confusion import MAX_MATRIX_CLASSES, confusion_figure
 
 from .charts import group_chart, png_bytes
@@ -88,7 +88,7 @@ def _per_class_table(per_class: list[PerClassResult]) -> str:
 
 
 def _group_section(group: GroupComparison) -> str:
-    test = "McNemar's exact test" if group.test == "mcnemar" else "a sign-flip permutation test on per-query scores"
+    test = describe_test(group)
     row_classes = ["best"] + ["tied" if c.tied_with_best else "" for c in group.comparisons]
     parts = [
         f'<section class="group" id="{_anchor(group)}">',
