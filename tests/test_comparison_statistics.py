@@ -148,20 +148,24 @@ def reference_sign_flip(differences, n_permutations, seed) -> float:
     return (1 + reached) / (1 + n_permutations)
 
 
-def test_sign_flip_matches_reference_and_shares_signs_across_columns(monkeypatch):
+def test_sign_flip_matches_reference_and_shares_signs_across_pairs(monkeypatch):
     rng = np.random.default_rng(5)
-    columns = np.stack([rng.normal(0.05, 0.3, 40), rng.normal(0.0, 0.3, 40), np.zeros(40)], axis=1)
+    outcomes = np.stack([rng.random(40), rng.random(40) * 0.9, rng.random(40)], axis=1)
+    outcomes[:, 2] = outcomes[:, 0] + rng.normal(0.0, 0.05, 40)
+    first, second = np.array([0, 0, 1, 2]), np.array([1, 2, 2, 2])  # the last pair is a model with itself
     monkeypatch.setattr(statistics, "_BLOCK_ELEMENTS", 40 * 30)
-    got = sign_flip_p_values(columns, n_permutations=400, seed=9)
-    expected = [reference_sign_flip(list(columns[:, j]), 400, 9) for j in range(3)]
+    got = sign_flip_p_values(outcomes, first, second, n_permutations=400, seed=9)
+    expected = [
+        reference_sign_flip(list(outcomes[:, i] - outcomes[:, j]), 400, 9) for i, j in zip(first, second, strict=True)
+    ]
     np.testing.assert_allclose(got, expected)
-    assert got[2] == 1.0
+    assert got[3] == 1.0
 
 
 def test_sign_flip_finds_a_real_difference():
     rng = np.random.default_rng(6)
-    differences = rng.normal(0.1, 0.2, size=(500, 1))
-    assert sign_flip_p_values(differences, n_permutations=999)[0] == pytest.approx(1 / 1000)
+    outcomes = np.stack([rng.normal(0.6, 0.2, 500), rng.normal(0.5, 0.2, 500)], axis=1)
+    assert sign_flip_p_values(outcomes, np.array([0]), np.array([1]), n_permutations=999)[0] == pytest.approx(1 / 1000)
 
 
 def test_class_diagnostics_match_reference():
@@ -170,7 +174,10 @@ def test_class_diagnostics_match_reference():
     labels = rng.integers(0, 4, size=80)
     predictions = np.where(rng.random(80) < 0.7, labels, rng.integers(0, 3, size=80))
     predictions[labels == 3] = np.where(rng.random((labels == 3).sum()) < 0.5, 0, 1)
-    got = class_diagnostics(labels, predictions, num_classes, n_resamples=150, seed=3)
+    shuffled = rng.permutation(predictions)
+    got, other = class_diagnostics(labels, np.stack([predictions, shuffled], axis=1), num_classes, 150, seed=3)
+    (alone,) = class_diagnostics(labels, shuffled[:, None], num_classes, 150, seed=3)
+    np.testing.assert_array_equal(other.recall.low, alone.recall.low)  # each classifier as if alone
 
     confusion = [[0] * num_classes for _ in range(num_classes)]
     for y, p in zip(labels, predictions, strict=True):

@@ -104,27 +104,37 @@ def _check_pairable(group: list[ModelOutcomes]) -> None:
             )
 
 
-def _per_class(item: ModelOutcomes, n_resamples: int, seed: int, confidence: float) -> PerClassResult:
-    num_classes = len(item.class_names) if item.class_names else int(max(item.labels.max(), item.predictions.max())) + 1
-    names = list(item.class_names) if item.class_names else [str(c) for c in range(num_classes)]
-    found = class_diagnostics(item.labels, item.predictions, num_classes, n_resamples, seed, confidence)
-    recall = found.recall
+def _per_class(items: list[ModelOutcomes], n_resamples: int, seed: int, confidence: float) -> list[PerClassResult]:
+    """Per-class figures of the models that carry predictions, all on the same resamples."""
+    named = next((item.class_names for item in items if item.class_names), None)
+    num_classes = len(named) if named else 1 + max(int(max(i.labels.max(), i.predictions.max())) for i in items)
+    names = list(named) if named else [str(c) for c in range(num_classes)]
+    predictions = np.stack([item.predictions for item in items], axis=1)
+    found = class_diagnostics(items[0].labels, predictions, num_classes, n_resamples, seed, confidence)
 
     def optional(value: float) -> float | None:
         return None if np.isnan(value) else float(value)
 
-    classes = [
-        ClassResult(
-            name=names[c],
-            support=int(found.support[c]),
-            recall=None
-            if np.isnan(recall.value[c])
-            else Interval(value=recall.value[c], low=recall.low[c], high=recall.high[c]),
-            precision=optional(found.precision[c]),
+    return [
+        PerClassResult(
+            model=item.model,
+            classes=[
+                ClassResult(
+                    name=names[c],
+                    support=int(figures.support[c]),
+                    recall=None
+                    if np.isnan(figures.recall.value[c])
+                    else Interval(
+                        value=figures.recall.value[c], low=figures.recall.low[c], high=figures.recall.high[c]
+                    ),
+                    precision=optional(figures.precision[c]),
+                )
+                for c in range(num_classes)
+            ],
+            confusion_matrix=figures.confusion.tolist(),
         )
-        for c in range(num_classes)
+        for item, figures in zip(items, found, strict=True)
     ]
-    return PerClassResult(model=item.model, classes=classes, confusion_matrix=found.confusion.tolist())
 
 
 @dataclass(frozen=True)
@@ -153,7 +163,7 @@ def _pair_tests(matrix: np.ndarray, kind: str, alpha: float, n_resamples: int, s
     # A permutation p is at least 1 / (permutations + 1); Holm multiplies the smallest by the number of pairs, so with
     # too few permutations no difference could ever be significant among many models.
     permutations = max(n_resamples, math.ceil(2 * len(pairs) / alpha))
-    p_values = sign_flip_p_values(matrix[:, first] - matrix[:, second], permutations, seed)
+    p_values = sign_flip_p_values(matrix, first, second, permutations, seed)
     return _PairTests(pairs, p_values, permutations=permutations)
 
 
@@ -226,7 +236,8 @@ def _compare_group(
         )
         for j in order
     ]
-    per_class = [_per_class(group[j], n_resamples, seed, confidence) for j in order if group[j].labels is not None]
+    labelled = [group[j] for j in order if group[j].labels is not None]
+    per_class = _per_class(labelled, n_resamples, seed, confidence) if labelled else []
     comparison = GroupComparison(
         dataset=head.dataset,
         evaluator=head.evaluator,

@@ -61,7 +61,8 @@ def _class_indicator(labels: np.ndarray, num_classes: int) -> sparse.csc_matrix:
 
 
 def _class_recalls(hits: np.ndarray, support: np.ndarray) -> np.ndarray:
-    """Recall per class (last axis) with NaN for classes that have no image."""
+    """Recall per class (last axis) with NaN for classes that have no image (or precision, given the number of
+    predictions of each class)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(support > 0, hits / np.where(support > 0, support, 1), np.nan)
 
@@ -105,24 +106,33 @@ def bootstrap_intervals(
     return Intervals(value=value, low=low, high=high)
 
 
-def sign_flip_p_values(differences: np.ndarray, n_permutations: int = N_RESAMPLES, seed: int = SEED) -> np.ndarray:
-    """Two-sided p-value of a zero mean for each column of the (n, m) matrix of paired per-query differences.
+def sign_flip_p_values(
+    outcomes: np.ndarray,
+    first: np.ndarray,
+    second: np.ndarray,
+    n_permutations: int = N_RESAMPLES,
+    seed: int = SEED,
+) -> np.ndarray:
+    """Two-sided p-value of a zero mean paired difference, column `first[k]` minus column `second[k]` of the (n, m)
+    matrix of per-query outcomes, for each k.
 
     Under the null hypothesis that two models are exchangeable on each query, the sign of each query's difference is
-    a fair coin: p = (1 + #permutations whose |mean| reaches the observed |mean|) / (1 + n_permutations). Every
-    column sees the same sign vectors. Columns of zeros get p = 1."""
-    differences = np.asarray(differences, dtype=np.float64)
-    n = differences.shape[0]
+    a fair coin: p = (1 + #permutations whose |mean| reaches the observed |mean|) / (1 + n_permutations). All pairs
+    see the same sign vectors, so a permuted difference is the difference of the permuted sums of its two columns:
+    one product per model, not per pair. A pair whose outcomes are identical gets p = 1."""
+    outcomes = np.asarray(outcomes, dtype=np.float64)
+    n = outcomes.shape[0]
+    differences = outcomes[:, first] - outcomes[:, second]
     observed = np.abs(differences.mean(axis=0))
-    # The observed mean and a permuted mean with all signs + differ only by summation order; this margin keeps such
-    # ties counted as reaching the observed value.
+    # Permuted sums are taken per model and subtracted, so a permutation that equals the observed signs differs from
+    # the observed mean by rounding only; this margin, far above that rounding, keeps such ties counted.
     margin = 1e-9 * np.maximum(np.abs(differences).max(axis=0, initial=0.0), np.finfo(float).tiny)
-    reached = np.zeros(differences.shape[1], dtype=np.int64)
+    reached = np.zeros(len(observed), dtype=np.int64)
     rng = np.random.default_rng(seed)
     for rows in _row_blocks(n, n_permutations):
         signs = rng.integers(0, 2, size=(rows, n)).astype(np.float64) * 2 - 1
-        permuted = np.abs(signs @ differences) / n
-        reached += (permuted >= observed - margin).sum(axis=0)
+        sums = signs @ outcomes
+        reached += (np.abs(sums[:, first] - sums[:, second]) / n >= observed - margin).sum(axis=0)
     return (1 + reached) / (1 + n_permutations)
 
 
@@ -166,32 +176,39 @@ def class_diagnostics(
     n_resamples: int = N_RESAMPLES,
     seed: int = SEED,
     confidence: float = CONFIDENCE,
-) -> ClassDiagnostics:
-    """Recall of each class with its bootstrap interval (over the resamples in which the class occurs), precision,
-    support and the confusion matrix."""
+) -> list[ClassDiagnostics]:
+    """For each column of the (n, m) `predictions` (one classifier each, on the same labelled images): recall of each
+    class with its bootstrap interval (over the resamples in which the class occurs), precision, support and the
+    confusion matrix. All classifiers share the resamples, drawn once."""
     labels = np.asarray(labels, dtype=np.int64)
     predictions = np.asarray(predictions, dtype=np.int64)
-    n = len(labels)
-    confusion = np.bincount(labels * num_classes + predictions, minlength=num_classes**2).reshape(
-        num_classes, num_classes
-    )
-    support = confusion.sum(axis=1)
-    predicted = confusion.sum(axis=0)
-    hits = np.diag(confusion)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(predicted > 0, hits / np.where(predicted > 0, predicted, 1), np.nan)
-    # Columns: for each class, "this image is of the class and predicted right", then "this image is of the class".
+    n, m = predictions.shape
     indicator = _class_indicator(labels, num_classes)
-    correct_indicator = indicator.multiply((labels == predictions)[:, None]).tocsc()
-    estimates = []
+    # per classifier: (n, classes) indicator of "this image is of the class and was predicted right"
+    correct_indicators = [indicator.multiply((labels == predictions[:, j])[:, None]).tocsc() for j in range(m)]
+    estimates = [[] for _ in range(m)]
     for indices in resample_indices(n, n_resamples, seed):
         counts_t = _counts(indices, n).T
-        estimates.append(_class_recalls((correct_indicator.T @ counts_t).T, (indicator.T @ counts_t).T))
-    estimates = np.concatenate(estimates)
+        support = (indicator.T @ counts_t).T
+        for j, correct_indicator in enumerate(correct_indicators):
+            estimates[j].append(_class_recalls((correct_indicator.T @ counts_t).T, support))
     tail = (1 - confidence) / 2 * 100
-    present = ~np.isnan(estimates).all(axis=0)
-    low = np.full(num_classes, np.nan)
-    high = np.full(num_classes, np.nan)
-    low[present], high[present] = np.nanpercentile(estimates[:, present], [tail, 100 - tail], axis=0)
-    recall = Intervals(value=_class_recalls(hits.astype(np.float64), support), low=low, high=high)
-    return ClassDiagnostics(support=support, recall=recall, precision=precision, confusion=confusion)
+    found = []
+    for j in range(m):
+        confusion = np.bincount(labels * num_classes + predictions[:, j], minlength=num_classes**2).reshape(
+            num_classes, num_classes
+        )
+        support, predicted, hits = confusion.sum(axis=1), confusion.sum(axis=0), np.diag(confusion).astype(np.float64)
+        resampled = np.concatenate(estimates[j])
+        present = ~np.isnan(resampled).all(axis=0)
+        low, high = np.full(num_classes, np.nan), np.full(num_classes, np.nan)
+        low[present], high[present] = np.nanpercentile(resampled[:, present], [tail, 100 - tail], axis=0)
+        found.append(
+            ClassDiagnostics(
+                support=support,
+                recall=Intervals(value=_class_recalls(hits, support), low=low, high=high),
+                precision=_class_recalls(hits, predicted),  # hits over predictions: NaN for a class never predicted
+                confusion=confusion,
+            )
+        )
+    return found
