@@ -73,10 +73,11 @@ def _statistic(counts: np.ndarray, columns: np.ndarray, labels: np.ndarray | Non
     if labels is None:
         return counts @ columns / counts.sum(axis=1, keepdims=True)
     indicator = _class_indicator(labels, int(labels.max()) + 1)
-    support = (indicator.T @ counts.T).T  # (rows, classes): images of each class in each resample
+    counts_t = np.ascontiguousarray(counts.T)  # the layout sparse products read; a view would be copied per product
+    support = (indicator.T @ counts_t).T  # (rows, classes): images of each class in each resample
     estimates = np.empty((counts.shape[0], columns.shape[1]))
     for j in range(columns.shape[1]):  # one sparse product per column, over all resamples at once
-        hits = (indicator.multiply(columns[:, j : j + 1]).tocsc().T @ counts.T).T
+        hits = (indicator.multiply(columns[:, j : j + 1]).tocsc().T @ counts_t).T
         estimates[:, j] = np.nanmean(_class_recalls(hits, support), axis=1)
     return estimates
 
@@ -205,7 +206,7 @@ def class_diagnostics(
     correct_indicators = [indicator.multiply((labels == predictions[:, j])[:, None]).tocsc() for j in range(m)]
     estimates = [[] for _ in range(m)]
     for indices in resample_indices(n, n_resamples, seed):
-        counts_t = _counts(indices, n).T
+        counts_t = np.ascontiguousarray(_counts(indices, n).T)  # sparse products would copy a view each time
         support = (indicator.T @ counts_t).T
         for j, correct_indicator in enumerate(correct_indicators):
             estimates[j].append(_class_recalls((correct_indicator.T @ counts_t).T, support))
