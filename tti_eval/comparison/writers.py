@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from tti_eval.common.cache import atomic_write
+from tti_eval.common.atomic import atomic_write
 from tti_eval.common.errors import TTIEvalError
 
 from .results import ComparisonRun, GroupComparison, Leaderboard

@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from tti_eval.common.cache import atomic_write
+from tti_eval.common.atomic import atomic_write
 
 MAX_MATRIX_CLASSES = 40  # beyond this, class names on the axes overlap at any figure size that fits a page
 TOP_PAIRS = 25
@@ -89,5 +89,4 @@ def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], title: str)
 def plot_confusion(matrix: np.ndarray, class_names: Sequence[str], title: str, path: Path) -> Path:
     """Save `confusion_figure` as a PNG at `path`."""
     figure = confusion_figure(matrix, class_names, title)
-    atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=150))
-    return path
+    return atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=150))

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
-from tti_eval.common.cache import atomic_write
+from tti_eval.common.atomic import atomic_write
 from tti_eval.comparison.results import ComparisonRun, GroupComparison, PerClassResult
 from tti_eval.comparison.writers import GROUP_HEADER, TIED, describe_test, group_rows, leaderboard_rows
 from tti_eval.plotting.confusion import MAX_MATRIX_CLASSES, confusion_figure
@@ -171,5 +171,4 @@ def render_report(run: ComparisonRun, animations: Sequence[Path] = ()) -> str:
 def write_report(run: ComparisonRun, path: Path, animations: Sequence[Path] = ()) -> Path:
     """Write `render_report` to `path` (atomically) and return it."""
     text = render_report(run, animations)
-    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
-    return path
+    return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
