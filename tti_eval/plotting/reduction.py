@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from tti_eval.common import EmbeddingDefinition, Embeddings, Split, TTIEvalError, get_settings
-from tti_eval.common.cache import atomic_write
+from tti_eval.common.atomic import atomic_write
+from tti_eval.common.cache import load_embeddings
 from tti_eval.common.title_registry import TitleRegistry
 
 logger = logging.getLogger("tti_eval")
@@ -105,7 +106,7 @@ def reduce_embeddings(
     `embeddings` are that split's, when the caller has them loaded already."""
     reduction = REDUCERS.canonical_title(reduction)  # one cache file whatever the letter case
     reducer = REDUCERS.get_entry(reduction)
-    embeddings = embeddings if embeddings is not None else definition.load_embeddings(split)
+    embeddings = embeddings if embeddings is not None else load_embeddings(definition, split)
     embeddings.check_usable(str(definition))  # NaN or zero vectors would make the reducers fail obscurely
     images = embeddings.images
     if len(images) < MIN_POINTS:
