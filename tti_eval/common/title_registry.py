@@ -27,7 +27,7 @@ def did_you_mean(title: str, known: Iterable[str], n: int = 3) -> str:
     return f"Did you mean {' or '.join(repr(t) for t in close)}?" if close else ""
 
 
-def origin_of(entry: object) -> str:
+def _origin_of(entry: object) -> str:
     """Where an entry was defined, for error messages: `module.name (file:line)` when Python knows it."""
     name = f"{getattr(entry, '__module__', '?')}.{getattr(entry, '__qualname__', type(entry).__qualname__)}"
     try:
@@ -42,25 +42,21 @@ class TitleRegistry(Mapping[str, T], Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind  # what an entry is, in messages: "evaluator", "reduction"
         self._entries: dict[str, T] = {}
-        self._origins: dict[str, str] = {}
 
-    def register(self, title: str, entry: T, origin: str | None = None) -> T:
+    def register(self, title: str, entry: T) -> T:
         """Add `entry` under `title`; a title already taken (in any letter case) raises `DuplicateTitleError`."""
         taken = next((known for known in self._entries if known.lower() == title.lower()), None)
-        where = origin or origin_of(entry)
         if taken is not None:
             raise DuplicateTitleError(
-                f"Two {self.kind}s are titled '{title}': {self._origins[taken]} and {where}; rename one of them."
+                f"Two {self.kind}s are titled '{title}': {_origin_of(self._entries[taken])} and {_origin_of(entry)}; "
+                "rename one of them."
             )
         self._entries[title] = entry
-        self._origins[title] = where
         return entry
 
     def unregister(self, title: str) -> T:
         """Remove and return an entry (a notebook replacing its own experiment)."""
-        key = self.canonical_title(title)
-        del self._origins[key]
-        return self._entries.pop(key)
+        return self._entries.pop(self.canonical_title(title))
 
     def get_entry(self, title: str) -> T:
         """The entry titled `title` in any letter case; an unknown title suggests the closest known ones."""

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tti_eval.common.base import Embeddings
 from tti_eval.common.errors import InvalidEmbeddingsError, TTIEvalError
-from tti_eval.common.title_registry import TitleRegistry, origin_of
+from tti_eval.common.title_registry import TitleRegistry
 from tti_eval.common.vectors import check_vectors
 
 from ._metrics import N_RESAMPLES, SEED, Metric, Score, classification_scores, top_k_hits
@@ -187,7 +187,7 @@ def register_evaluator(evaluator: E) -> E:
     reports; use it as a class decorator, or call it from a notebook or plugin."""
     if not (isinstance(evaluator, type) and issubclass(evaluator, EvaluationModel)):
         raise TypeError(f"{evaluator!r} is not a subclass of EvaluationModel")
-    EVALUATORS.register(evaluator.spec.title, evaluator, origin_of(evaluator))
+    EVALUATORS.register(evaluator.spec.title, evaluator)
     return evaluator
 
 
