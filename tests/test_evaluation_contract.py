@@ -30,8 +30,8 @@ from tti_eval.evaluation import (
     get_evaluator,
     register_evaluator,
 )
-from tti_eval.evaluation._metrics import ACCURACY, CLASSIFICATION_METRICS
-from tti_eval.evaluation.report import csv_columns, write_csv
+from tti_eval.evaluation._metrics import ACCURACY, CLASSIFICATION_METRICS, MEAN_PER_CLASS_RECALL
+from tti_eval.evaluation.report import csv_columns, metric_column, write_csv
 from tti_eval.evaluation.run import evaluate_embeddings
 from tti_eval.evaluation.utils import normalize, softmax
 
@@ -54,7 +54,7 @@ class NearestCentroidClassifier(ClassificationModel):
     spec = EvaluatorSpec(
         title="toy_centroid",
         description="nearest class centroid of the train images",
-        main_metric=ACCURACY,
+        main_metric=MEAN_PER_CLASS_RECALL,  # not the first metric, so nothing may assume the main one comes first
         metrics=CLASSIFICATION_METRICS,
         params=CentroidParams,
     )
@@ -173,6 +173,8 @@ def test_declared_metrics_are_reported_and_match_a_reference(evaluator):
     assert result.evaluator == evaluator.spec.title and result.main_metric == evaluator.spec.main_metric
     assert set(result.metrics) <= {m.name for m in evaluator.spec.metrics}
     assert result.score == result.metrics[evaluator.spec.main_metric.name]
+    direct = evaluator(synthetic(1, 120), synthetic(51, 70), num_classes=7)
+    assert direct.evaluate() == pytest.approx(result.score.value, abs=1e-12)  # evaluate() is the main metric
     expected = reference_metrics(result)
     assert set(result.metrics) == set(expected)
     for name, (value, low, high) in expected.items():
@@ -228,7 +230,7 @@ def test_csv_shows_each_result(evaluator, tmp_path):
     results = grid_of_results(evaluator)
     with write_csv(results, tmp_path / "eval.csv").open(newline="") as handle:
         rows = list(csv.reader(handle))
-    assert rows[0] == csv_columns()
+    assert rows[0] == csv_columns() and len(set(rows[0])) == len(rows[0])
     assert rows[0][:4] == ["Model", "Dataset", "Classifier", "Accuracy"]
     assert rows[0][4:6] == ["Accuracy low", "Accuracy high"] and rows[0][-2:] == ["Metric", "Note"]
     for result, row in zip(results, rows[1:], strict=True):
@@ -248,7 +250,7 @@ def test_csv_shows_each_result(evaluator, tmp_path):
         for metric in evaluator.spec.metrics:
             if metric != evaluator.spec.main_metric and metric.name in result.metrics:
                 score = result.metrics[metric.name]
-                got = [float(cells[f"{metric.label}{end}"]) for end in ("", " low", " high")]
+                got = [float(cells[f"{metric_column(metric)}{end}"]) for end in ("", " low", " high")]
                 assert got == [score.value, score.low, score.high], metric.name
 
 

@@ -116,6 +116,19 @@ def mean_per_class_recall(labels: np.ndarray, correct: np.ndarray) -> float:
     return float((hits[present] / counts[present]).mean())
 
 
+def classification_statistics(
+    labels: np.ndarray, predictions: np.ndarray, top5_hits: np.ndarray | None
+) -> dict[str, Callable[[np.ndarray], float]]:
+    """Each classification metric as a function of the indices of the validation images it is computed over: all of
+    them for the value, a resample for the interval. Top-5 accuracy only when `top5_hits` are given."""
+    correct = predictions == labels
+    statistics = {ACCURACY.name: lambda i: float(correct[i].mean())}
+    if top5_hits is not None:
+        statistics[TOP5_ACCURACY.name] = lambda i: float(top5_hits[i].mean())
+    statistics[MEAN_PER_CLASS_RECALL.name] = lambda i: mean_per_class_recall(labels[i], correct[i])
+    return statistics
+
+
 def classification_scores(
     labels: np.ndarray,
     predictions: np.ndarray,
@@ -123,25 +136,10 @@ def classification_scores(
     n_resamples: int = N_RESAMPLES,
     seed: int = SEED,
 ) -> dict[str, Score]:
-    """Accuracy, top-5 accuracy (when `top5_hits` are given) and mean per-class recall, each with its interval over
-    resamples of the validation set."""
-    n = len(labels)
-    correct = predictions == labels
-
-    def resampled(metric_items: np.ndarray) -> Score:
-        return bootstrap(lambda i: metric_items[i].mean(), n, float(metric_items.mean()), n_resamples, seed)
-
-    scores = {ACCURACY.name: resampled(correct)}
-    if top5_hits is not None:
-        scores[TOP5_ACCURACY.name] = resampled(top5_hits)
-    scores[MEAN_PER_CLASS_RECALL.name] = bootstrap(
-        lambda i: mean_per_class_recall(labels[i], correct[i]),
-        n,
-        mean_per_class_recall(labels, correct),
-        n_resamples,
-        seed,
-    )
-    return scores
+    """Every classification metric with its interval over resamples of the validation set."""
+    n, everything = len(labels), np.arange(len(labels))
+    statistics = classification_statistics(labels, predictions, top5_hits)
+    return {name: bootstrap(f, n, f(everything), n_resamples, seed) for name, f in statistics.items()}
 
 
 def mean_score(per_query: np.ndarray, n_resamples: int = N_RESAMPLES, seed: int = SEED) -> Score:

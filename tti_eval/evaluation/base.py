@@ -23,7 +23,15 @@ from tti_eval.common.errors import InvalidEmbeddingsError, TTIEvalError
 from tti_eval.common.title_registry import TitleRegistry
 from tti_eval.common.vectors import check_vectors
 
-from ._metrics import N_RESAMPLES, SEED, Metric, Score, classification_scores, top_k_hits
+from ._metrics import (
+    N_RESAMPLES,
+    SEED,
+    Metric,
+    Score,
+    classification_scores,
+    classification_statistics,
+    top_k_hits,
+)
 
 
 class InvalidParametersError(TTIEvalError, ValueError):
@@ -164,7 +172,8 @@ class ClassificationModel(EvaluationModel):
 
     def evaluate(self) -> float:
         _, predicted = self.predict()
-        return float((predicted == self._val.labels).astype(float).mean())
+        statistics = classification_statistics(self._val.labels, predicted, self.top5_hits)
+        return statistics[self.spec.main_metric.name](np.arange(len(predicted)))
 
     def scores(self, n_resamples: int = N_RESAMPLES, seed: int = SEED) -> dict[str, Score]:
         _, predicted = self.predict()

@@ -3,7 +3,8 @@
 Columns: `Model, Dataset, Classifier, Accuracy` (`Accuracy` holds each evaluator's main metric, whatever it measures,
 as the original tool's did for I2IR too), `Accuracy low`, `Accuracy high` (its 95 % bootstrap interval), then for
 every other metric the registered evaluators declare its value and interval (`Top-5 accuracy`, `Top-5 accuracy low`,
-...), empty where an evaluator does not report it, then `Metric` (the label of what `Accuracy` holds) and `Note`.
+...), empty where an evaluator does not report it (`Accuracy (extra)` for the accuracy of an evaluator whose main
+metric is another), then `Metric` (the label of what `Accuracy` holds) and `Note`.
 """
 
 import csv
@@ -25,6 +26,12 @@ def _with_interval(label: str) -> list[str]:
     return [label, f"{label} low", f"{label} high"]
 
 
+def metric_column(metric: Metric) -> str:
+    """The header of a metric that is not the row's main one; accuracy, when an evaluator reports it beside another
+    main metric, must not take the original tool's `Accuracy` column."""
+    return f"{metric.label} (extra)" if metric.label == MAIN_COLUMN else metric.label
+
+
 def extra_metrics() -> list[Metric]:
     """Every metric a registered evaluator reports besides its main one, in declaration order."""
     found: dict[str, Metric] = {}
@@ -36,7 +43,7 @@ def extra_metrics() -> list[Metric]:
 
 def csv_columns() -> list[str]:
     """The header, derived from the registered evaluators' declarations."""
-    extra = [column for metric in extra_metrics() for column in _with_interval(metric.label)]
+    extra = [column for metric in extra_metrics() for column in _with_interval(metric_column(metric))]
     return ["Model", "Dataset", "Classifier", *_with_interval(MAIN_COLUMN), *extra, "Metric", "Note"]
 
 
