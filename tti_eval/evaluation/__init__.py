@@ -4,7 +4,7 @@ Importing an evaluator's module registers it; the built-ins are imported here in
 which is the registry's order. Notebooks and plugins call `register_evaluator` on their own class.
 """
 
-from ._metrics import EvaluationResult, Metric, Score
+from ._metrics import CONFIDENCE, N_RESAMPLES, SEED, EvaluationResult, Metric, Score
 from .base import (
     EVALUATORS,
     ClassificationModel,
@@ -25,6 +25,7 @@ from .image_retrieval import I2IRetrievalEvaluator  # isort: split
 from .run import EvaluationRun, run_evaluation
 
 __all__ = [
+    "CONFIDENCE",
     "EVALUATORS",
     "ClassificationModel",
     "EvaluationModel",
@@ -35,6 +36,8 @@ __all__ = [
     "InvalidParametersError",
     "LinearProbeClassifier",
     "Metric",
+    "N_RESAMPLES",
+    "SEED",
     "Score",
     "WeightedKNNClassifier",
     "ZeroShotClassifier",
