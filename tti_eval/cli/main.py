@@ -111,6 +111,21 @@ def build(
     ] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or mps. Default: the best available.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Rebuild splits that are already cached.")] = False,
+    skip_bad_images: Annotated[
+        bool,
+        typer.Option(
+            "--skip-bad-images",
+            help="Leave out images that cannot be read (listed at the end and in the metadata) instead of stopping.",
+        ),
+    ] = False,
+    draft_decode: Annotated[
+        bool,
+        typer.Option(
+            "--draft-decode",
+            help="Decode large JPEGs at reduced resolution (at least twice the model's input): several times faster "
+            "on photos, with slightly different embeddings.",
+        ),
+    ] = False,
 ) -> None:
     """Compute and cache image and class embeddings for model/dataset pairs."""
     from tti_eval.compute import DEFAULT_SPLITS
@@ -121,9 +136,22 @@ def build(
     if not pairs:
         console.print("Nothing to build.")
         return
+    skipped: list[tuple[str, str]] = []
     failed = _build_pairs(
-        pairs, splits, overwrite=overwrite, batch_size=batch_size, num_workers=num_workers, device=device
+        pairs,
+        splits,
+        overwrite=overwrite,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        device=device,
+        skip_bad_images=skip_bad_images,
+        draft_decode=draft_decode,
+        on_skip=lambda image, reason: skipped.append((image, reason)),
     )
+    if skipped:
+        console.print(f"[yellow]Skipped {len(skipped)} unreadable images[/] (recorded in each split's metadata):")
+        for image, reason in skipped:
+            console.print(f"  {image} ({reason})", highlight=False, markup=False)
     if failed:
         raise typer.Exit(1)
 
