@@ -14,7 +14,7 @@ from tti_eval.comparison.statistics import (
     mcnemar_p_value,
     sign_flip_p_values,
 )
-from tti_eval.evaluation.metrics import bootstrap
+from tti_eval.evaluation._metrics import bootstrap
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -22,7 +22,7 @@ from scipy.stats import rankdata
 
 import tti_eval
 from tti_eval.common.errors import TTIEvalError
-from tti_eval.evaluation.metrics import CONFIDENCE, N_RESAMPLES, SEED
+from tti_eval.evaluation import CONFIDENCE, N_RESAMPLES, SEED
 
 from .results import (
     ClassResult,

@@ -8,7 +8,7 @@ per resample. Differences between two models are bootstrapped as the statistic o
 is what makes the bootstrap paired: both models see the same resampled images.
 
 Resample r is `default_rng(seed).integers(0, n, size=n)` drawn for the r-th time, the same draws that
-`tti_eval.evaluation.metrics.bootstrap` makes, so an interval here equals `evaluate`'s interval for the same score.
+`tti_eval.evaluation._metrics.bootstrap` makes, so an interval here equals `evaluate`'s interval for the same score.
 """
 
 from collections.abc import Iterator
@@ -18,7 +18,7 @@ import numpy as np
 from scipy import sparse
 from scipy.stats import binomtest
 
-from tti_eval.evaluation.metrics import CONFIDENCE, N_RESAMPLES, SEED
+from tti_eval.evaluation import CONFIDENCE, N_RESAMPLES, SEED
 
 # Bootstrap indices (or signs) drawn at once: 4M int64 values, 32 MiB, whatever the number of images.
 _BLOCK_ELEMENTS = 1 << 22
