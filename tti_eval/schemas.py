@@ -10,11 +10,13 @@ from tti_eval.common.settings import builtin_sources_path
 from tti_eval.comparison.results import ComparisonRun
 from tti_eval.dataset.spec import DatasetDefinitionSpec
 from tti_eval.model.spec import ModelDefinitionSpec
+from tti_eval.suite import Suite
 
 SCHEMA_SPECS = {
     "model-definition-schema.json": ModelDefinitionSpec,
     "dataset-definition-schema.json": DatasetDefinitionSpec,
     "compare-schema.json": ComparisonRun,  # compare_<timestamp>.json
+    "suite-schema.json": Suite,  # tti-eval build/evaluate --suite FILE
 }
 
 

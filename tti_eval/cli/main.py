@@ -18,6 +18,7 @@ from tti_eval.model import ModelProvider
 from tti_eval.plotting.reduction import DEFAULT_REDUCTION, REDUCERS
 
 from .console import configure_logging, console, user_errors, warn
+from .selection import DatasetOption, ModelDatasetOption, ModelOption, SuiteOption, parse_pairs, select_pairs
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -34,19 +35,27 @@ app = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_show_locals=False,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from tti_eval import __version__
+
+        console.print(f"tti-eval {__version__}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
-def main() -> None:
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", "-V", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
     """Evaluate text-image embedding models on your own image-classification data."""
     configure_logging()
-
-
-ModelDatasetOption = Annotated[
-    list[str] | None,
-    typer.Option("--model-dataset", "-md", help="A MODEL/DATASET pair, e.g. clip/plants. Repeat for more pairs."),
-]
 
 
 def _report_definition_problems() -> None:
@@ -54,26 +63,9 @@ def _report_definition_problems() -> None:
         warn(problem)
 
 
-def parse_pairs(texts: list[str], cached_splits: Sequence[Split] = ()) -> list[EmbeddingDefinition]:
-    """`MODEL/DATASET` strings → pairs whose model and dataset are known (unknown titles suggest close ones).
-
-    Commands that only read the cache pass the splits they read: a pair with those splits cached needs no
-    definition (a cache written by the original tool, or one whose definition has since been removed)."""
-    pairs = []
-    for text in texts:
-        pair = EmbeddingDefinition.parse(text)
-        if not (cached_splits and all(embeddings_exist(pair, s) for s in cached_splits)):
-            for registry, title in ((ModelProvider.registry, pair.model), (DatasetProvider.registry, pair.dataset)):
-                if title not in registry.titles():
-                    raise TTIEvalError(registry.unknown_title_message(title))
-        if pair not in pairs:
-            pairs.append(pair)
-    return pairs
-
-
 def all_pairs() -> list[EmbeddingDefinition]:
     models, datasets = ModelProvider.list_model_titles(), DatasetProvider.list_dataset_titles()
-    return [EmbeddingDefinition(model=m, dataset=d) for d in datasets for m in models]
+    return [EmbeddingDefinition(model=m, dataset=d) for m in models for d in datasets]
 
 
 def _pick_pairs_to_build(include_existing: bool, by_dataset: bool, splits: list[Split]) -> list[EmbeddingDefinition]:
@@ -86,21 +78,36 @@ def _pick_pairs_to_build(include_existing: bool, by_dataset: bool, splits: list[
 
     if by_dataset:
         dataset = pick_one(DatasetProvider.list_dataset_titles(), "Pick a dataset")
-        models = [m for m in ModelProvider.list_model_titles() if is_new(EmbeddingDefinition(model=m, dataset=dataset))]
-        return [EmbeddingDefinition(model=m, dataset=dataset) for m in pick_some(models, f"Pick models for {dataset}")]
-    return pick_pairs([p for p in all_pairs() if is_new(p)], "Pick model/dataset pairs to build")
+        models = ModelProvider.list_model_titles()
+        new = [m for m in models if is_new(EmbeddingDefinition(model=m, dataset=dataset))]
+        hidden = f"{len(models) - len(new)} already built, hidden (--include-existing shows them)"
+        return [
+            EmbeddingDefinition(model=m, dataset=dataset)
+            for m in pick_some(new, f"Pick models for {dataset}", f"({hidden})" if len(new) < len(models) else "")
+        ]
+    candidates = all_pairs()
+    new = [p for p in candidates if is_new(p)]
+    return pick_pairs(new, "Pick model/dataset pairs to build", hidden=len(candidates) - len(new))
 
 
 @app.command()
 @user_errors
 def build(
     model_dataset: ModelDatasetOption = None,
+    model: ModelOption = None,
+    dataset: DatasetOption = None,
+    suite: SuiteOption = None,
     include_existing: Annotated[
         bool, typer.Option("--include-existing", help="Also offer pairs that are already built in the picker.")
     ] = False,
     by_dataset: Annotated[bool, typer.Option("--by-dataset", help="In the picker, choose the dataset first.")] = False,
     split: Annotated[
-        list[Split] | None, typer.Option("--split", help="Split to build; repeat for more. Default: train, validation.")
+        list[Split] | None,
+        typer.Option(
+            "--split",
+            case_sensitive=False,
+            help="train, validation or test; repeat for more. Default: train, validation (or the suite's splits).",
+        ),
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 32,
     num_workers: Annotated[
@@ -129,10 +136,16 @@ def build(
 ) -> None:
     """Compute and cache image and class embeddings for model/dataset pairs."""
     from tti_eval.compute import DEFAULT_SPLITS
+    from tti_eval.suite import Suite
 
-    splits = list(dict.fromkeys(split or DEFAULT_SPLITS))
+    suite_ = Suite.read(suite) if suite else None
+    splits = list(dict.fromkeys(split or (suite_.splits if suite_ else None) or DEFAULT_SPLITS))
+    if Split.ALL in splits:  # nothing reads a combined split: each split is built and evaluated on its own
+        raise TTIEvalError("Build splits one by one: --split train --split validation (add --split test if needed).")
     _report_definition_problems()
-    pairs = parse_pairs(model_dataset) if model_dataset else _pick_pairs_to_build(include_existing, by_dataset, splits)
+    pairs = select_pairs(model_dataset, model, dataset, suite=suite_)
+    if pairs is None:
+        pairs = _pick_pairs_to_build(include_existing, by_dataset, splits)
     if not pairs:
         console.print("Nothing to build.")
         return
@@ -226,6 +239,9 @@ def _cross_validate_help(defaults: dict) -> str:
 @user_errors
 def evaluate(
     model_dataset: ModelDatasetOption = None,
+    model: ModelOption = None,
+    dataset: DatasetOption = None,
+    suite: SuiteOption = None,
     all_: Annotated[bool, typer.Option("--all", "-a", help="Evaluate every cached pair.")] = False,
     save: Annotated[bool, typer.Option("--save", "-s", help="Write the scores to a CSV in the output folder.")] = False,
     evaluator: Annotated[
@@ -251,14 +267,23 @@ def evaluate(
 
     # Titles are looked up (in any letter case) when the command runs, so an evaluator a plugin registers after this
     # module loaded is still found, and an unknown one gets the registry's suggestion.
-    evaluators = [get_evaluator(title) for title in evaluator or []] or list(EVALUATORS.values())
-    evaluators = list(dict.fromkeys(evaluators))
-    if all_ and model_dataset:
-        raise TTIEvalError("Give either --all or --model-dataset pairs, not both.")
+    from tti_eval.suite import Suite
+
+    suite_ = Suite.read(suite) if suite else None
+    titles = evaluator or (suite_.evaluators if suite_ else None) or []
+    evaluators = list(dict.fromkeys(get_evaluator(title) for title in titles)) or list(EVALUATORS.values())
+    params = dict(suite_.params) if suite_ else {}
+    if cross_validate:  # merged into the suite's probe parameters, whose key may be in any letter case
+        probe = LinearProbeClassifier.title()
+        key = next((k for k in params if k.lower() == probe.lower()), probe)
+        params[key] = {**params.get(key, {}), "cross_validate": True}
+    named = select_pairs(model_dataset, model, dataset, suite=suite_, cached_splits=(Split.TRAIN, Split.VALIDATION))
+    if all_ and named is not None:
+        raise TTIEvalError("Give either --all or named pairs (--model-dataset, --model/--dataset, --suite), not both.")
     if all_:
         pairs = cached_pairs()
-    elif model_dataset:
-        pairs = parse_pairs(model_dataset, (Split.TRAIN, Split.VALIDATION))
+    elif named is not None:
+        pairs = named
     else:
         from .pickers import pick_pairs, require_terminal
 
@@ -282,7 +307,7 @@ def evaluate(
         run = run_evaluation(
             evaluators,
             pairs,
-            params={LinearProbeClassifier.title(): {"cross_validate": True}} if cross_validate else None,
+            params=params,
             progress=lambda done, total, what: progress.update(task, completed=done, description=what),
         )
     for problem in run.problems:
@@ -351,7 +376,9 @@ def animate(
     reduction: Annotated[
         str, typer.Option(help=f"How to reduce embeddings to 2-D: {', '.join(REDUCERS)} (any letter case).")
     ] = DEFAULT_REDUCTION,
-    split: Annotated[Split, typer.Option(help="Which split's images to show.")] = Split.VALIDATION,
+    split: Annotated[
+        Split, typer.Option(case_sensitive=False, help="Which split's images to show.")
+    ] = Split.VALIDATION,
 ) -> None:
     """Morph one model's 2-D embedding map of a dataset into another's and save it as a GIF."""
     reduction = REDUCERS.canonical_title(reduction)  # an unknown reduction fails before any work
@@ -380,7 +407,7 @@ def animate(
 def _pick_animation(split: Split) -> tuple[str, str, str]:
     from .pickers import pick_one, pick_two, require_terminal
 
-    require_terminal("a dataset and two models")
+    require_terminal("a dataset and two models", "give FROM_MODEL TO_MODEL DATASET as arguments")
     models_by_dataset: dict[str, list[str]] = {}
     for pair in cached_pairs(split):
         models_by_dataset.setdefault(pair.dataset, []).append(pair.model)
