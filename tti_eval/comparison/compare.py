@@ -104,20 +104,28 @@ def _check_pairable(group: list[ModelOutcomes]) -> None:
             )
 
 
-def _per_class(items: list[ModelOutcomes], n_resamples: int, seed: int, confidence: float) -> list[PerClassResult]:
-    """Per-class figures of the models that carry predictions, all on the same resamples."""
-    named = next((item.class_names for item in items if item.class_names), None)
-    num_classes = len(named) if named else 1 + max(int(max(i.labels.max(), i.predictions.max())) for i in items)
-    names = list(named) if named else [str(c) for c in range(num_classes)]
-    predictions = np.stack([item.predictions for item in items], axis=1)
-    found = class_diagnostics(items[0].labels, predictions, num_classes, n_resamples, seed, confidence)
+def per_class_results(
+    labels: np.ndarray,
+    predictions: Sequence[np.ndarray],
+    models: Sequence[str],
+    class_names: Sequence[str] | None = None,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = SEED,
+    confidence: float = CONFIDENCE,
+) -> list[PerClassResult]:
+    """Per-class recall (with interval), precision, support and confusion matrix of each model's `predictions` of
+    the same labelled images, all on the same resamples. Without `class_names` classes are named by index."""
+    labels = np.asarray(labels)
+    num_classes = len(class_names) if class_names else 1 + max(int(max(labels.max(), p.max())) for p in predictions)
+    names = list(class_names) if class_names else [str(c) for c in range(num_classes)]
+    found = class_diagnostics(labels, np.stack(predictions, axis=1), num_classes, n_resamples, seed, confidence)
 
     def optional(value: float) -> float | None:
         return None if np.isnan(value) else float(value)
 
     return [
         PerClassResult(
-            model=item.model,
+            model=model,
             classes=[
                 ClassResult(
                     name=names[c],
@@ -133,8 +141,22 @@ def _per_class(items: list[ModelOutcomes], n_resamples: int, seed: int, confiden
             ],
             confusion_matrix=figures.confusion.tolist(),
         )
-        for item, figures in zip(items, found, strict=True)
+        for model, figures in zip(models, found, strict=True)
     ]
+
+
+def _per_class(items: list[ModelOutcomes], n_resamples: int, seed: int, confidence: float) -> list[PerClassResult]:
+    """Per-class figures of the models that carry predictions, all on the same resamples."""
+    named = next((item.class_names for item in items if item.class_names), None)
+    return per_class_results(
+        items[0].labels,
+        [item.predictions for item in items],
+        [item.model for item in items],
+        named,
+        n_resamples,
+        seed,
+        confidence,
+    )
 
 
 @dataclass(frozen=True)
