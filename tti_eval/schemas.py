@@ -9,12 +9,14 @@ import json
 from tti_eval.common.settings import builtin_sources_path
 from tti_eval.comparison.results import ComparisonRun
 from tti_eval.dataset.spec import DatasetDefinitionSpec
+from tti_eval.evaluation.records import EvaluationFile
 from tti_eval.model.spec import ModelDefinitionSpec
 
 SCHEMA_SPECS = {
     "model-definition-schema.json": ModelDefinitionSpec,
     "dataset-definition-schema.json": DatasetDefinitionSpec,
     "compare-schema.json": ComparisonRun,  # compare_<timestamp>.json
+    "evaluation-schema.json": EvaluationFile,  # eval_<timestamp>.json
 }
 
 

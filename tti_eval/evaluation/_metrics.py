@@ -69,6 +69,7 @@ class EvaluationResult:
     test), the evaluator's `params` (defaults included) and any it `chose` (e.g. the linear probe's C), the number of
     train and scored images, the `class_names`, each cached split's stored `fingerprints` (None for a split without
     one), and, for a classifier, its `per_class` recall (with interval), precision, support and confusion matrix.
+    `approximate` says the scores come from an approximate neighbour search (whose recall the note gives).
     """
 
     model: str
@@ -89,6 +90,7 @@ class EvaluationResult:
     class_names: tuple[str, ...] | None = None
     fingerprints: dict[str, dict[str, Any] | None] = field(default_factory=dict, repr=False)
     per_class: "PerClassResult | None" = field(default=None, repr=False)
+    approximate: bool = False
 
     @property
     def score(self) -> Score:
