@@ -89,31 +89,43 @@ def print_comparison(run: "ComparisonRun", per_class: bool = False) -> None:
 
 
 def group_table(group: "GroupComparison") -> "Table":
+    from rich import box
     from rich.table import Table
 
     from tti_eval.comparison.writers import GROUP_HEADER, describe_test, group_rows
 
+    # No vertical rules or outer padding: six columns of intervals then fit in 100 columns with 18-letter names.
     table = Table(
-        title=f"{group.dataset} · {group.evaluator} · {group.split}: {group.metric} on {group.n} images",
+        title=f"\n{group.dataset} · {group.evaluator} · {group.split}: {group.metric} on {group.n} images",
         title_justify="left",
         caption=f"Paired 95 % bootstrap intervals; p from {describe_test(group)}, Holm-adjusted.",
         caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
     )
     for k, column in enumerate(GROUP_HEADER):
-        table.add_column(column, justify="left" if k in (1, 5) else "right", no_wrap=k != 1)
+        if k == 1:  # a long model name wraps rather than being cut
+            table.add_column(column, overflow="fold")
+        else:
+            table.add_column(column, justify="left" if k == 5 else "right", no_wrap=True)
     for row, style in zip(group_rows(group), ["bold"] + [""] * len(group.comparisons), strict=True):
         table.add_row(*row, style=style)
     return table
 
 
 def leaderboard_table(board: "Leaderboard") -> "Table":
+    from rich import box
     from rich.table import Table
 
     from tti_eval.comparison.writers import leaderboard_rows
 
     header, rows = leaderboard_rows(board)
     table = Table(
-        title=f"Across datasets · {board.evaluator} · {board.split}: mean rank, wins/ties/losses vs each model",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+        title=f"\nAcross datasets · {board.evaluator} · {board.split}: mean rank, wins/ties/losses vs each model",
         title_justify="left",
     )
     for k, column in enumerate(header):

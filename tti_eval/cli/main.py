@@ -386,12 +386,18 @@ def _plot(results: "Sequence[EvaluationResult]", csv_path) -> None:
     for title in dict.fromkeys(r.evaluator for r in results):
         path = plot_scores(results, title, csv_path.with_name(f"{csv_path.stem}_{title}.png"))
         console.print(f"Saved the {title} chart to {path}", highlight=False)
+    written = []
     for r in (r for r in results if r.per_class is not None):
         names = [c.name for c in r.per_class.classes]
         title = f"{r.model} on {r.dataset} ({r.split}) · {r.evaluator}"
         name = f"{csv_path.stem}_{r.evaluator}_{r.model}_{r.dataset}_confusion.png"
-        path = plot_confusion(r.per_class.confusion_matrix, names, title, csv_path.with_name(name))
-        console.print(f"Saved the confusion matrix of {r.model}/{r.dataset} ({r.evaluator}) to {path}", highlight=False)
+        written.append(plot_confusion(r.per_class.confusion_matrix, names, title, csv_path.with_name(name)))
+    if written:
+        console.print(
+            f"Saved {len(written)} confusion matrices ({csv_path.stem}_<evaluator>_<model>_<dataset>_confusion.png) "
+            f"to {csv_path.parent}",
+            highlight=False,
+        )
 
 
 def per_class_table(title: str, per_class: "Sequence[PerClassResult]") -> "Table":
@@ -569,5 +575,7 @@ def cli() -> None:
     app()
 
 
-if __name__ == "__main__":
-    cli()
+if __name__ == "__main__":  # `python -m tti_eval.cli.main`: run the package's module, where every command registered
+    from tti_eval.cli.main import cli as package_cli
+
+    package_cli()
