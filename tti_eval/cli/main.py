@@ -195,15 +195,25 @@ def evaluate(
             "original tool's C = 1.",
         ),
     ] = False,
+    search: Annotated[
+        str,
+        typer.Option(
+            "--search",
+            help="Neighbour search for wKNN and I2IR: exact, approximate (a faiss IVF index; the note gives its "
+            "measured recall) or auto (exact up to 1e12 = n_train × n_val × dim).",
+        ),
+    ] = "auto",
 ) -> None:
     """Score cached embeddings with wKNN, zero-shot, image retrieval and a linear probe (95 % bootstrap intervals)."""
     from rich.progress import Progress
 
     from tti_eval.common.cache import build_command
     from tti_eval.evaluation import EVALUATORS, get_evaluator
+    from tti_eval.evaluation._approximate import parse_search
     from tti_eval.evaluation.evaluator import run_evaluation
 
     evaluators = [get_evaluator(title) for title in dict.fromkeys(evaluator or [])] or list(EVALUATORS.values())
+    search_mode = parse_search(search)  # a misspelt mode fails before any work
     if all_ and model_dataset:
         raise TTIEvalError("Give either --all or --model-dataset pairs, not both.")
     if all_:
@@ -233,6 +243,7 @@ def evaluate(
             evaluators,
             pairs,
             params={"linear_probe": {"cross_validate": True}} if cross_validate else None,
+            search=search_mode,
             progress=lambda done, total, what: progress.update(task, completed=done, description=what),
         )
     for problem in run.problems:
@@ -265,16 +276,19 @@ def _scores_table(title: str, results) -> "Table":
 
     datasets = list(dict.fromkeys(r.dataset for r in results))
     models = list(dict.fromkeys(r.model for r in results))
-    cells = {(r.model, r.dataset): r.score for r in results}
-    table = Table(title=f"{title} [dim](95 % interval in brackets)[/]", title_justify="left")
+    cells = {(r.model, r.dataset): r for r in results}
+    marked = "≈ approximate search (see the note), " if any(r.approximate for r in results) else ""
+    table = Table(title=f"{title} [dim]({marked}95 % interval in brackets)[/]", title_justify="left")
     table.add_column("Model")
     for dataset in datasets:
         table.add_column(dataset, justify="right")
     for model in models:
         row = [model]
         for dataset in datasets:
-            score = cells.get((model, dataset))
-            row.append(f"{score.value:.4f} [dim]({score.low:.3f}–{score.high:.3f})[/]" if score else "")
+            result = cells.get((model, dataset))
+            score = result.score if result else None
+            mark = "≈ " if result and result.approximate else ""
+            row.append(f"{mark}{score.value:.4f} [dim]({score.low:.3f}–{score.high:.3f})[/]" if score else "")
         table.add_row(*row)
     notes = [f"{r.model}/{r.dataset}: {r.note}" for r in results if r.note]
     table.caption, table.caption_justify = "\n".join(notes) or None, "left"

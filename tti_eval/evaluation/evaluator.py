@@ -12,9 +12,11 @@ from tti_eval.common.cache import load_embeddings, load_metadata
 from tti_eval.common.errors import TTIEvalError
 from tti_eval.common.vectors import check_vectors
 
+from ._approximate import Search, approximate_neighbours, is_approximate
+from ._collapse import collapse_note
+from ._neighbours import search_neighbours
 from .base import EvaluationModel
 from .metrics import N_RESAMPLES, SEED, EvaluationResult
-from .neighbours import search_neighbours
 
 # progress(steps done, total steps, what runs next): one step per (pair, evaluator).
 ProgressCallback = Callable[[int, int, str], None]
@@ -36,13 +38,16 @@ def evaluate_embeddings(
     dataset: str = "",
     n_resamples: int = N_RESAMPLES,
     seed: int = SEED,
+    search: str | Search = Search.AUTO,
     on_evaluator: Callable[[int, str], None] | None = None,
 ) -> EvaluationRun:
     """Run `evaluators` on one pair of splits; `params` maps an evaluator's title to its keyword arguments.
 
     Evaluators that read nearest neighbours (wKNN, I2IR) share one search of the pair, sized for the largest k
-    each direction needs, so the distances between the two sets are computed once.
+    each direction needs, so the distances between the two sets are computed once. `search` is exact, approximate
+    or auto (exact below `EXACT_LIMIT` multiply-adds); an approximate search marks its results and notes its recall.
     """
+    approximate = is_approximate(search, len(train.images), len(validation.images), train.images.shape[-1])
     pair = f"{model}/{dataset}" if model or dataset else "these embeddings"
     try:  # report bad vectors once for the pair, rather than as one identical complaint per evaluator
         check_vectors(train.images, "train images")
@@ -52,7 +57,8 @@ def evaluate_embeddings(
     settings = {e.title(): {**e.get_default_params(), **(params or {}).get(e.title(), {})} for e in evaluators}
     requests = [e.neighbour_request(settings[e.title()]) for e in evaluators]
     k_val_to_train, k_train_to_val = (max((r[i] for r in requests), default=0) for i in (0, 1))
-    shared = None
+    shared, search_notes = None, {}
+    collapsed = collapse_note(train.images, validation.images, seed=seed)
     results: list[EvaluationResult] = []
     problems: list[str] = []
     for index, (evaluator_type, request) in enumerate(zip(evaluators, requests, strict=True)):
@@ -65,7 +71,11 @@ def evaluate_embeddings(
         kwargs = dict(settings[title])
         try:
             if any(request):
-                if shared is None:
+                if shared is None and approximate:
+                    shared, search_notes = approximate_neighbours(
+                        train.images, validation.images, k_val_to_train, k_train_to_val, seed=seed
+                    )
+                elif shared is None:
                     shared = search_neighbours(train.images, validation.images, k_val_to_train, k_train_to_val)
                 kwargs["neighbours"] = shared
             evaluator = evaluator_type(train, validation, num_classes=num_classes, **kwargs)
@@ -73,7 +83,9 @@ def evaluate_embeddings(
         except TTIEvalError as error:
             problems.append(f"{title} failed on {pair}: {_clause(error)}")
             continue
-        results.append(EvaluationResult(model, dataset, title, metrics, " ".join(evaluator.notes)))
+        searched = [search_notes[direction] for direction, k in enumerate(request) if k and direction in search_notes]
+        note = " ".join(part for part in (*evaluator.notes, *searched, collapsed) if part)
+        results.append(EvaluationResult(model, dataset, title, metrics, note, approximate=bool(searched)))
     return EvaluationRun(results, problems)
 
 
@@ -84,6 +96,7 @@ def run_evaluation(
     params: dict[str, dict[str, Any]] | None = None,
     n_resamples: int = N_RESAMPLES,
     seed: int = SEED,
+    search: str | Search = Search.AUTO,
     progress: ProgressCallback | None = None,
 ) -> EvaluationRun:
     """Evaluate every cached pair in `definitions` with every evaluator (train fits, validation scores).
@@ -113,6 +126,7 @@ def run_evaluation(
             dataset=definition.dataset,
             n_resamples=n_resamples,
             seed=seed,
+            search=search,
             on_evaluator=_step_reporter(progress, position * len(evaluators), total, definition),
         )
         results.extend(run.results)

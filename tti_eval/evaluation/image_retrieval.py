@@ -6,9 +6,9 @@ import numpy as np
 from tti_eval.common.base import Embeddings
 from tti_eval.common.vectors import row_chunks
 
+from ._neighbours import Neighbours, search_neighbours
 from .base import EvaluationModel
 from .metrics import N_RESAMPLES, SEED, Score, retrieval_scores
-from .neighbours import Neighbours, search_neighbours
 
 
 class I2IRetrievalEvaluator(EvaluationModel):

@@ -33,13 +33,15 @@ class Score:
 
 @dataclass(frozen=True)
 class EvaluationResult:
-    """All metrics of one evaluator on one (model, dataset) pair; `note` says anything that qualifies them."""
+    """All metrics of one evaluator on one (model, dataset) pair; `note` says anything that qualifies them, and
+    `approximate` that they come from an approximate neighbour search (whose recall the note gives)."""
 
     model: str
     dataset: str
     evaluator: str
     metrics: dict[str, Score]
     note: str = ""
+    approximate: bool = False
 
     @property
     def score(self) -> Score:
