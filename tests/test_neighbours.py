@@ -8,7 +8,14 @@ import sys
 import numpy as np
 import pytest
 
+from tti_eval.common.base import Embeddings
+from tti_eval.common.errors import TTIEvalError
+from tti_eval.evaluation import I2IRetrievalEvaluator, WeightedKNNClassifier
+from tti_eval.evaluation import _approximate as approximate
+from tti_eval.evaluation._approximate import EXACT_LIMIT, Search, is_approximate, parse_search, recall_at_k
+from tti_eval.evaluation._collapse import collapse_note, mean_pair_cosine
 from tti_eval.evaluation._neighbours import search_neighbours
+from tti_eval.evaluation.evaluator import evaluate_embeddings
 
 
 def reference(queries: np.ndarray, others: np.ndarray, k: int) -> np.ndarray:
@@ -84,7 +91,14 @@ import hashlib, json, sys
 import faiss, numpy as np
 sys.path.insert(0, {tests!r})
 from test_neighbours import lattice, near_collapsed
+from tti_eval.common.base import Embeddings
+from tti_eval.common.errors import TTIEvalError
+from tti_eval.evaluation import I2IRetrievalEvaluator, WeightedKNNClassifier
+from tti_eval.evaluation import _approximate as approximate
+from tti_eval.evaluation._approximate import EXACT_LIMIT, Search, is_approximate, parse_search, recall_at_k
+from tti_eval.evaluation._collapse import collapse_note, mean_pair_cosine
 from tti_eval.evaluation._neighbours import search_neighbours
+from tti_eval.evaluation.evaluator import evaluate_embeddings
 faiss.omp_set_num_threads({threads})
 rng = np.random.default_rng(6)
 digests = []
@@ -105,3 +119,93 @@ def test_neighbours_are_identical_for_every_thread_count_and_tile():
         assert done.returncode == 0, done.stderr
         outputs.add(tuple(json.loads(done.stdout)))
     assert len(outputs) == 1
+
+
+# ---------------------------------------------------------------- collapse note
+
+
+def test_mean_pair_cosine_matches_a_loop_over_the_same_pairs():
+    rng = np.random.default_rng(8)
+    train, val = rng.normal(size=(30, 5)), rng.normal(size=(12, 5))
+    images = np.concatenate([train, val])
+    pick = np.random.default_rng(3)
+    first = pick.integers(0, len(images), 64)
+    second = (first + pick.integers(1, len(images), 64)) % len(images)
+    expected = np.mean(
+        [
+            images[i] @ images[j] / np.linalg.norm(images[i]) / np.linalg.norm(images[j])
+            for i, j in zip(first, second, strict=True)
+        ]
+    )
+    assert mean_pair_cosine(train, val, pairs=64, seed=3) == pytest.approx(expected, abs=1e-12)
+
+
+def test_a_collapsed_pair_is_noted_on_every_result_and_a_spread_one_is_not():
+    rng = np.random.default_rng(9)
+    labels = rng.integers(0, 3, 200)
+    spread = rng.normal(size=(200, 16)).astype(np.float32)
+    for images, noted in ((spread, False), (near_collapsed(rng, 200, 16), True)):
+        train = Embeddings(images=images[:150], labels=labels[:150])
+        val = Embeddings(images=images[150:], labels=labels[150:])
+        run = evaluate_embeddings(train, val, [WeightedKNNClassifier, I2IRetrievalEvaluator], n_resamples=20)
+        assert len(run.results) == 2
+        for result in run.results:
+            assert ("its scores say more about the model's degeneracy than about the data" in result.note) is noted
+    assert collapse_note(spread[:150], spread[150:]) == ""
+
+
+# ---------------------------------------------------------------- approximate search
+
+
+def test_recall_at_k_matches_a_loop_reference():
+    rng = np.random.default_rng(10)
+    exact = np.array([rng.permutation(50)[:7] for _ in range(40)])
+    found = np.where(rng.random(exact.shape) < 0.3, rng.integers(50, 60, exact.shape), exact)[:, ::-1]
+    expected = np.mean([len(set(f) & set(e)) / 7 for f, e in zip(found, exact, strict=True)])
+    assert recall_at_k(found, exact) == pytest.approx(expected, abs=1e-12)
+    assert recall_at_k(exact, exact) == 1.0
+
+
+def test_search_modes_and_the_auto_threshold():
+    assert not is_approximate("auto", 1000, 1000, EXACT_LIMIT // 10**6 - 1)
+    assert is_approximate("AUTO", 1000, 1000, EXACT_LIMIT // 10**6)
+    assert is_approximate("Approximate", 2, 2, 2) and not is_approximate(Search.EXACT, 10**6, 10**6, 10**3)
+    with pytest.raises(TTIEvalError, match="choose exact, approximate or auto"):
+        parse_search("fast")
+
+
+@pytest.mark.parametrize("memory", [None, 0])  # 0: no memory to spare, so product quantisation
+def test_forced_approximate_search_reports_its_measured_recall(memory, monkeypatch):
+    if memory is not None:
+        monkeypatch.setattr(approximate, "_available_bytes", lambda: memory)
+    rng = np.random.default_rng(11)
+    labels = rng.integers(0, 5, 3000)
+    centres = rng.normal(size=(5, 32))
+    images = (centres[labels] + rng.normal(size=(3000, 32))).astype(np.float32)
+    train, val = (
+        Embeddings(images=images[:2400], labels=labels[:2400]),
+        Embeddings(images=images[2400:], labels=labels[2400:]),
+    )
+    run = evaluate_embeddings(
+        train, val, [WeightedKNNClassifier, I2IRetrievalEvaluator], n_resamples=20, search="approximate"
+    )
+    exact = search_neighbours(train.images, val.images, 11, 100)
+    found, notes = approximate.approximate_neighbours(train.images, val.images, 11, 100)
+    for result, k, direction, truth, ids in zip(
+        run.results,
+        (11, 100),
+        (0, 1),
+        (exact.val_to_train, exact.train_to_val),
+        (found.val_to_train, found.train_to_val),
+        strict=True,
+    ):
+        assert result.approximate and notes[direction] in result.note
+        assert ("PQ" in notes[direction]) is (memory == 0) and f"recall@{k} " in notes[direction]
+        reported = float(notes[direction].split(f"recall@{k} ")[1].split()[0])
+        # the sample's recall estimates the recall over all queries
+        assert reported == pytest.approx(recall_at_k(ids, truth), abs=0.06)
+        assert ids.min() >= 0 and ids.shape == truth.shape
+    if memory is None:  # IVF-Flat reaches the target
+        assert all(float(n.split("recall@")[1].split()[1]) >= approximate.RECALL_TARGET for n in notes.values())
+    exact_run = evaluate_embeddings(train, val, [WeightedKNNClassifier], n_resamples=20, search="exact")
+    assert not exact_run.results[0].approximate and "Approximate" not in exact_run.results[0].note

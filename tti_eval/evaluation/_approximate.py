@@ -68,9 +68,10 @@ def index_description(n: int, dim: int, available_bytes: int | None = None) -> s
     nlist = max(1, min(round(math.sqrt(n)), n // 39))  # faiss's k-means wants ≥ 39 training points per list
     if 4 * n * dim <= (available_bytes if available_bytes is not None else _available_bytes()) / 2:
         return f"IVF{nlist},Flat"
-    # 8-bit codes over sub-vectors of 4 dimensions (8× smaller than float32), the largest count that divides dim
+    # Codes over sub-vectors of ≥ 4 dimensions, the largest count that divides dim: 8-bit codes (≥ 8× smaller than
+    # float32) once there are enough rows to train 256 centroids each, 4-bit ones below.
     sub_vectors = max(m for m in range(1, dim // 4 + 1) if dim % m == 0)
-    return f"IVF{nlist},PQ{sub_vectors}"
+    return f"IVF{nlist},PQ{sub_vectors}x{8 if n >= 39 * 256 else 4}"
 
 
 def _search(index: faiss.Index, queries: np.ndarray, centre: np.ndarray, k: int) -> np.ndarray:

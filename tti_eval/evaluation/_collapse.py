@@ -41,6 +41,6 @@ def collapse_note(train_images: np.ndarray, val_images: np.ndarray, seed: int = 
     if not cosine > COLLAPSED_COSINE:
         return ""
     return (
-        f"Its image embeddings are nearly collapsed (mean cosine {cosine:.5f} between random pairs of images): "
+        f"Its image embeddings are nearly collapsed (mean cosine 1 − {1 - cosine:.1e} between random pairs of images): "
         "its scores say more about the model's degeneracy than about the data."
     )
