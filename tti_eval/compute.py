@@ -26,13 +26,16 @@ from tti_eval.common.cache import embedding_path, save_embeddings
 from tti_eval.common.malloc import freed_memory_kept
 from tti_eval.dataset import DatasetProvider
 from tti_eval.dataset.base import Dataset
+from tti_eval.dataset.splits import describe_carving
 from tti_eval.model import ModelProvider
 from tti_eval.model.base import Model
+from tti_eval.provenance import build_fingerprint, package_versions, split_state
 
 DEFAULT_SPLITS = (Split.TRAIN, Split.VALIDATION)
 DEFAULT_BATCH_SIZE = 32
 
 ProgressCallback = Callable[[int], None]
+NoteCallback = Callable[[Split, str], None]  # one line about a split worth telling the user (why it is rebuilt, ...)
 
 
 def default_num_workers(device: torch.device) -> int:
@@ -145,19 +148,14 @@ def compute_embeddings(
 
 
 def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {"python": platform.python_version()}
-    for package in ("tti-eval", "torch", "transformers", "open_clip_torch", "datasets"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            continue
-    return found
+    packages = ("tti-eval", "torch", "transformers", "open_clip_torch", "datasets")
+    return {"python": platform.python_version(), **package_versions(packages)}
 
 
 def build_metadata(definition: EmbeddingDefinition, split: Split, dataset: Dataset, embeddings: Embeddings) -> dict:
     return {
+        "fingerprint": build_fingerprint(definition, dataset),
+        "carving": dataset.carving,
         "model": ModelProvider.registry.spec(definition.model).model_dump(mode="json", exclude_none=True),
         "dataset": DatasetProvider.registry.spec(definition.dataset).model_dump(mode="json", exclude_none=True),
         "split": Split(split).value,
@@ -198,29 +196,41 @@ def build_embeddings(
     device: str | None = None,
     load_model: Callable[[], Model] | None = None,
     progress: Progress | None = None,
+    on_note: NoteCallback | None = None,
 ) -> dict[Split, Embeddings | None]:
-    """Build and cache the given splits of one pair; a split already cached is skipped (None) unless `overwrite`.
+    """Build and cache the given splits of one pair; a split already cached is skipped (None) unless `overwrite`
+    or it is stale (its fingerprint no longer matches the definitions, files or libraries: `tti_eval.provenance`).
 
     The model is loaded (by `load_model`, e.g. a cached loader shared across pairs) only if some split needs
     building. Each split's file appears atomically when that split is complete, so an interrupted build keeps the
-    finished splits and a rerun completes the rest."""
+    finished splits and a rerun completes the rest. `on_note` hears why a split is rebuilt and how a carved split
+    was cut from train."""
+    note = on_note or (lambda split, text: None)
     results: dict[Split, Embeddings | None] = {}
-    todo = []
-    for split in splits:
+    todo: dict[Split, Dataset | None] = {}
+    for split in map(Split, splits):
         path = embedding_path(definition, split)
         remove_stale_temp_files(path.parent)
-        if path.is_file() and not overwrite:
-            results[Split(split)] = None
+        if not path.is_file() or overwrite:
+            todo[split] = None
+            continue
+        dataset = DatasetProvider.get_dataset(definition.dataset, split)
+        state = split_state(definition, split, current=build_fingerprint(definition, dataset))
+        if state.status == "stale":
+            note(split, f"is stale ({'; '.join(state.reasons)}); rebuilding it")
+            todo[split] = dataset
         else:
-            todo.append(Split(split))
+            results[split] = None
     if not todo:
         return results
     model = load_model() if load_model else ModelProvider.get_model(definition.model, device=device)
     owns_progress = progress is None
     progress = progress or new_progress()
     with progress if owns_progress else nullcontext():
-        for split in todo:
-            dataset = DatasetProvider.get_dataset(definition.dataset, split)
+        for split, loaded in todo.items():
+            dataset = loaded if loaded is not None else DatasetProvider.get_dataset(definition.dataset, split)
+            if dataset.carving is not None:
+                note(split, describe_carving(dataset.carving))
             task = progress.add_task(f"{definition} ({split.value})", total=len(dataset))
             advance = partial(progress.advance, task)
             embeddings = compute_embeddings(model, dataset, batch_size, num_workers, on_batch=advance)
