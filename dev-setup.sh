@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # One command from a fresh clone to a working `tti-eval`: a .venv holding the locked environment (installed with
-# hashes from requirements.lock) and tti-eval itself in editable mode, plus the git pre-commit hooks.
+# hashes from requirements.lock, the pip form of poetry.lock) and tti-eval itself in editable mode, plus the git
+# pre-commit hooks. pip from the hashed file was faster here than `poetry install` (README, Install).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 PYTHON="${PYTHON:-python3}"
+if ! "$PYTHON" -c 'import platform, sys; sys.exit(sys.version_info[:2] != (3, 11) or platform.machine() != "x86_64" or sys.platform != "linux")'; then
+  echo "requirements.lock is for CPython 3.11 on Linux x86_64; here, install from poetry.lock with 'poetry install --all-extras'." >&2
+  exit 1
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi

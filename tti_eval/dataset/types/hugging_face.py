@@ -8,6 +8,7 @@ from PIL import Image
 
 from tti_eval.common.base import Split
 from tti_eval.common.errors import DefinitionError, TTIEvalError
+from tti_eval.common.hub import require_hub
 from tti_eval.dataset.base import Dataset
 from tti_eval.dataset.splits import CARVABLE_SPLITS, carve_missing_splits
 
@@ -61,6 +62,8 @@ class HFDataset(Dataset):
     def _load(self, **load_kwargs: Any) -> datasets.DatasetDict:
         local = _local_path(self.title_in_source)
         source = str(local) if local else self.title_in_source
+        if not local:
+            require_hub(f"Dataset '{self.title}'", source)
         try:
             loaded = datasets.load_dataset(source, cache_dir=str(self.cache_dir), **load_kwargs)
         except (OSError, ValueError, datasets.exceptions.DatasetNotFoundError) as e:
