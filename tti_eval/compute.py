@@ -21,7 +21,8 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from tti_eval.common import EmbeddingDefinition, Embeddings, Split, TTIEvalError
-from tti_eval.common.cache import embedding_path, remove_stale_temp_files
+from tti_eval.common.atomic import remove_stale_temp_files
+from tti_eval.common.cache import embedding_path, save_embeddings
 from tti_eval.common.malloc import freed_memory_kept
 from tti_eval.dataset import DatasetProvider
 from tti_eval.dataset.base import Dataset
@@ -223,7 +224,7 @@ def build_embeddings(
             task = progress.add_task(f"{definition} ({split.value})", total=len(dataset))
             advance = partial(progress.advance, task)
             embeddings = compute_embeddings(model, dataset, batch_size, num_workers, on_batch=advance)
-            definition.save_embeddings(embeddings, split, build_metadata(definition, split, dataset, embeddings))
+            save_embeddings(definition, embeddings, split, build_metadata(definition, split, dataset, embeddings))
             progress.remove_task(task)
             results[split] = embeddings
     return results

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from tti_eval.common import EmbeddingDefinition, Split, get_settings
-from tti_eval.common.cache import list_cached, read_shape
+from tti_eval.common.cache import embeddings_exist, list_cached, read_shape
 from tti_eval.common.errors import TTIEvalError
 from tti_eval.dataset import DatasetProvider
 from tti_eval.model import ModelProvider
@@ -58,7 +58,7 @@ def parse_pairs(texts: list[str], cached_splits: Sequence[Split] = ()) -> list[E
     pairs = []
     for text in texts:
         pair = EmbeddingDefinition.parse(text)
-        if not (cached_splits and all(pair.embeddings_exist(s) for s in cached_splits)):
+        if not (cached_splits and all(embeddings_exist(pair, s) for s in cached_splits)):
             for registry, title in ((ModelProvider.registry, pair.model), (DatasetProvider.registry, pair.dataset)):
                 if title not in registry.titles():
                     raise TTIEvalError(registry.unknown_title_message(title))
@@ -78,7 +78,7 @@ def _pick_pairs_to_build(include_existing: bool, by_dataset: bool, splits: list[
     require_terminal("pairs")
 
     def is_new(pair: EmbeddingDefinition) -> bool:
-        return include_existing or not all(pair.embeddings_exist(s) for s in splits)
+        return include_existing or not all(embeddings_exist(pair, s) for s in splits)
 
     if by_dataset:
         dataset = pick_one(DatasetProvider.list_dataset_titles(), "Pick a dataset")
@@ -215,7 +215,7 @@ def evaluate(
 
         require_terminal("pairs")
         pairs = pick_pairs(cached_pairs(), "Pick model/dataset pairs to evaluate")
-    missing = [p for p in pairs if not all(p.embeddings_exist(s) for s in (Split.TRAIN, Split.VALIDATION))]
+    missing = [p for p in pairs if not all(embeddings_exist(p, s) for s in (Split.TRAIN, Split.VALIDATION))]
     for pair in missing:
         console.print(
             f"[bold red]✗[/] {pair} has no train and validation embeddings; run `{build_command(pair)}` first.",
@@ -308,7 +308,7 @@ def animate(
 
     pairs = [EmbeddingDefinition(model=m, dataset=dataset) for m in (from_model, to_model)]
     for pair in pairs:
-        if not pair.embeddings_exist(split):
+        if not embeddings_exist(pair, split):
             raise TTIEvalError(
                 f"{pair} has no {split.value} embeddings; run `{build_command(pair)} --split {split.value}` first."
             )
