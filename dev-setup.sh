@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One command from a fresh clone to a working `tti-eval`: a .venv holding the locked environment (installed with
 # hashes from requirements.lock, the pip form of poetry.lock) and tti-eval itself in editable mode, plus the git
-# pre-commit hooks. pip from the hashed file was faster here than `poetry install` (README, Install).
+# pre-commit hooks. pip rather than `poetry install`: it needs no tool beyond Python itself, and it reads the
+# wheels that pip already holds (its cache, and the wheels these machines keep on disk) where poetry downloads every
+# file again into a cache of its own.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
