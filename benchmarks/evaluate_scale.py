@@ -100,7 +100,7 @@ def worker(size_name: str, run: str, repeat: int) -> dict:
     from tti_eval.evaluation import EVALUATORS, I2IRetrievalEvaluator, WeightedKNNClassifier
     from tti_eval.evaluation._approximate import approximate_neighbours
     from tti_eval.evaluation._neighbours import search_neighbours
-    from tti_eval.evaluation.evaluator import evaluate_embeddings
+    from tti_eval.evaluation.run import evaluate_embeddings
     from tti_eval.evaluation.utils import normalize
 
     baseline = _rss_gib()

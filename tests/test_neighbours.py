@@ -15,7 +15,7 @@ from tti_eval.evaluation import _approximate as approximate
 from tti_eval.evaluation._approximate import EXACT_LIMIT, Search, is_approximate, parse_search, recall_at_k
 from tti_eval.evaluation._collapse import collapse_note, mean_pair_cosine
 from tti_eval.evaluation._neighbours import search_neighbours
-from tti_eval.evaluation.evaluator import evaluate_embeddings
+from tti_eval.evaluation.run import evaluate_embeddings
 
 
 def reference(queries: np.ndarray, others: np.ndarray, k: int) -> np.ndarray:
@@ -98,7 +98,7 @@ from tti_eval.evaluation import _approximate as approximate
 from tti_eval.evaluation._approximate import EXACT_LIMIT, Search, is_approximate, parse_search, recall_at_k
 from tti_eval.evaluation._collapse import collapse_note, mean_pair_cosine
 from tti_eval.evaluation._neighbours import search_neighbours
-from tti_eval.evaluation.evaluator import evaluate_embeddings
+from tti_eval.evaluation.run import evaluate_embeddings
 faiss.omp_set_num_threads({threads})
 rng = np.random.default_rng(6)
 digests = []

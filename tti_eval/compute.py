@@ -26,6 +26,7 @@ from tti_eval.common.cache import embedding_path, save_embeddings
 from tti_eval.common.malloc import freed_memory_kept
 from tti_eval.dataset import DatasetProvider
 from tti_eval.dataset.base import Dataset
+from tti_eval.dataset.images import BadImageError, to_rgb
 from tti_eval.dataset.splits import describe_carving
 from tti_eval.model import ModelProvider
 from tti_eval.model.base import Model
@@ -33,8 +34,12 @@ from tti_eval.provenance import build_fingerprint, package_versions, split_state
 
 DEFAULT_SPLITS = (Split.TRAIN, Split.VALIDATION)
 DEFAULT_BATCH_SIZE = 32
+# Draft decoding keeps at least twice the model's input side, so that the model's own antialiased resize still does
+# the final reduction (benchmarks/build_throughput.py measures the speed and the embedding change).
+DRAFT_OVERSAMPLING = 2
 
 ProgressCallback = Callable[[int], None]
+SkipCallback = Callable[[str, str], None]  # (image name, reason)
 NoteCallback = Callable[[Split, str], None]  # one line about a split worth telling the user (why it is rebuilt, ...)
 
 
@@ -62,10 +67,19 @@ def _cores_left_to_the_model(device: torch.device, workers: int) -> Iterator[Non
         torch.set_num_threads(previous)
 
 
-class _RawItems(TorchDataset):
-    """The dataset's untransformed (image, label) items: the engine's preprocessing must not depend on whatever
-    transform a notebook user set on the dataset."""
+def read_item(dataset: Dataset, index: int) -> dict[str, Any]:
+    """The index-th item as `{"image": 8-bit RGB, "label"}`, untransformed: the engine's preprocessing must not depend
+    on whatever transform a notebook user set on the dataset. An image that cannot be read comes back as
+    `{"bad": name, "reason": ...}`, plain data that crosses a worker (or Ray task) boundary intact, where an exception
+    would arrive wrapped in the worker's traceback."""
+    try:
+        image, label = dataset.get_image_and_label(index)
+        return {"image": to_rgb(image), "label": label}
+    except BadImageError as e:
+        return {"bad": e.item, "reason": e.reason}
 
+
+class _RawItems(TorchDataset):
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
 
@@ -73,8 +87,7 @@ class _RawItems(TorchDataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        image, label = self.dataset.get_image_and_label(index)
-        return {"image": image, "label": label}
+        return read_item(self.dataset, index)
 
 
 def _single_threaded_worker(_: int) -> None:
@@ -101,8 +114,12 @@ def embed_images(
     batch_size: int = DEFAULT_BATCH_SIZE,
     num_workers: int | None = None,
     on_batch: ProgressCallback | None = None,
+    on_skip: SkipCallback | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Image embeddings [N, D] and labels [N] in dataset order."""
+    """Image embeddings [N, D] and labels [N] in dataset order.
+
+    An unreadable image stops the build with a `BadImageError`, unless `on_skip` is given: then it is left out and
+    reported through it."""
     workers = default_num_workers(model.device) if num_workers is None else num_workers
     loader = DataLoader(
         _RawItems(dataset),
@@ -117,13 +134,35 @@ def embed_images(
     chunks, labels = [], []
     with _cores_left_to_the_model(model.device, workers), freed_memory_kept():
         for batch in loader:
-            chunks.append(model.embed_images(batch["pixel_values"]))
-            labels.append(batch["labels"].numpy())
+            for bad in batch["bad"]:
+                if on_skip is None:
+                    raise BadImageError(bad["bad"], dataset.title, bad["reason"])
+                on_skip(bad["bad"], bad["reason"])
+            if batch["pixel_values"] is not None:
+                chunks.append(model.embed_images(batch["pixel_values"]))
+                labels.append(batch["labels"].numpy())
             if on_batch is not None:
-                on_batch(len(labels[-1]))
+                on_batch(len(batch["labels"]) + len(batch["bad"]))
     if not chunks:
         return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.int64)
     return np.concatenate(chunks), np.concatenate(labels).astype(np.int64)
+
+
+def draft_min_size(model: Model) -> int | None:
+    """The smallest side a draft-decoded image may have for `model`, or None when its input size is unknown."""
+    size = model.image_input_size()
+    return DRAFT_OVERSAMPLING * size if size else None
+
+
+@contextmanager
+def _decoding_at(dataset: Dataset, min_size: int | None) -> Iterator[None]:
+    # Set on the dataset, so it travels with it into DataLoader workers (and Ray tasks) that call `read_item`.
+    previous = dataset.min_image_size
+    dataset.min_image_size = min_size
+    try:
+        yield
+    finally:
+        dataset.min_image_size = previous
 
 
 def compute_embeddings(
@@ -132,14 +171,25 @@ def compute_embeddings(
     batch_size: int = DEFAULT_BATCH_SIZE,
     num_workers: int | None = None,
     on_batch: ProgressCallback | None = None,
+    on_skip: SkipCallback | None = None,
+    draft_decode: bool = False,
 ) -> Embeddings:
-    """Image embeddings, class (prompt) embeddings and labels of one dataset split; nothing is written."""
+    """Image embeddings, class (prompt) embeddings and labels of one dataset split; nothing is written.
+
+    Unreadable images stop it, or with `on_skip` are left out and reported through it (see `embed_images`).
+    `draft_decode` lets large JPEGs decode at 1/2 to 1/8 scale, never below `DRAFT_OVERSAMPLING` times the model's
+    input: several times faster on photos, with slightly different pixels and hence embeddings."""
     if len(dataset) == 0:
         raise TTIEvalError(
             f"The {dataset.split.value} split of dataset '{dataset.title}' has no images; choose another with --split."
         )
     classes = embed_class_prompts(model, dataset.prompts) if dataset.class_names else None
-    images, labels = embed_images(model, dataset, batch_size, num_workers, on_batch)
+    with _decoding_at(dataset, draft_min_size(model) if draft_decode else None):
+        images, labels = embed_images(model, dataset, batch_size, num_workers, on_batch, on_skip)
+    if len(labels) == 0:
+        raise TTIEvalError(
+            f"No image of the {dataset.split.value} split of dataset '{dataset.title}' could be read; check its files."
+        )
     if labels.min() < 0:  # e.g. a hub test split published without its labels (-1)
         raise TTIEvalError(
             f"The {dataset.split.value} split of dataset '{dataset.title}' has unlabelled images; it cannot be scored."
@@ -152,7 +202,15 @@ def _versions() -> dict[str, str]:
     return {"python": platform.python_version(), **package_versions(packages)}
 
 
-def build_metadata(definition: EmbeddingDefinition, split: Split, dataset: Dataset, embeddings: Embeddings) -> dict:
+def build_metadata(
+    definition: EmbeddingDefinition,
+    split: Split,
+    dataset: Dataset,
+    embeddings: Embeddings,
+    skipped_images: Sequence[tuple[str, str]] = (),
+    draft_decode: bool = False,
+) -> dict:
+    """What a cached split records about itself; `skipped_images` are the (image, reason) pairs a build left out."""
     return {
         "fingerprint": build_fingerprint(definition, dataset),
         "carving": dataset.carving,
@@ -163,6 +221,8 @@ def build_metadata(definition: EmbeddingDefinition, split: Split, dataset: Datas
         "templates": list(dataset.templates),
         "prompts": dataset.prompts,
         "num_images": int(embeddings.images.shape[0]),
+        "skipped_images": [{"image": image, "reason": reason} for image, reason in skipped_images],
+        "draft_decode": draft_decode,
         "dim": int(embeddings.images.shape[1]),
         "versions": _versions(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -186,6 +246,12 @@ def new_progress() -> Progress:
     )
 
 
+def _record_skip(skipped: list[tuple[str, str]], on_skip: SkipCallback | None, image: str, reason: str) -> None:
+    skipped.append((image, reason))
+    if on_skip is not None:
+        on_skip(image, reason)
+
+
 def build_embeddings(
     definition: EmbeddingDefinition,
     splits: Iterable[Split] = DEFAULT_SPLITS,
@@ -196,6 +262,9 @@ def build_embeddings(
     device: str | None = None,
     load_model: Callable[[], Model] | None = None,
     progress: Progress | None = None,
+    skip_bad_images: bool = False,
+    on_skip: SkipCallback | None = None,
+    draft_decode: bool = False,
     on_note: NoteCallback | None = None,
 ) -> dict[Split, Embeddings | None]:
     """Build and cache the given splits of one pair; a split already cached is skipped (None) unless `overwrite`
@@ -204,7 +273,9 @@ def build_embeddings(
     The model is loaded (by `load_model`, e.g. a cached loader shared across pairs) only if some split needs
     building. Each split's file appears atomically when that split is complete, so an interrupted build keeps the
     finished splits and a rerun completes the rest. `on_note` hears why a split is rebuilt and how a carved split
-    was cut from train."""
+    was cut from train. An unreadable image stops the build before its split is written, unless `skip_bad_images`:
+    then it is left out, recorded in the split's metadata and passed to `on_skip`. `draft_decode`: see
+    `compute_embeddings`; recorded in the metadata."""
     note = on_note or (lambda split, text: None)
     results: dict[Split, Embeddings | None] = {}
     todo: dict[Split, Dataset | None] = {}
@@ -233,8 +304,13 @@ def build_embeddings(
                 note(split, describe_carving(dataset.carving))
             task = progress.add_task(f"{definition} ({split.value})", total=len(dataset))
             advance = partial(progress.advance, task)
-            embeddings = compute_embeddings(model, dataset, batch_size, num_workers, on_batch=advance)
-            save_embeddings(definition, embeddings, split, build_metadata(definition, split, dataset, embeddings))
+            skipped: list[tuple[str, str]] = []
+            skip = partial(_record_skip, skipped, on_skip) if skip_bad_images else None
+            embeddings = compute_embeddings(
+                model, dataset, batch_size, num_workers, on_batch=advance, on_skip=skip, draft_decode=draft_decode
+            )
+            metadata = build_metadata(definition, split, dataset, embeddings, skipped, draft_decode)
+            save_embeddings(definition, embeddings, split, metadata)
             progress.remove_task(task)
             results[split] = embeddings
     return results

@@ -18,8 +18,8 @@ import numpy as np
 from tti_eval.common.errors import TTIEvalError
 from tti_eval.common.vectors import row_chunks
 
+from ._metrics import SEED
 from ._neighbours import Neighbours, _centred, _common_centre, search_neighbours
-from .metrics import SEED
 
 # n_train × n_val × dim from which `auto` searches approximately: the exact search does ~1e12 multiply-adds in about
 # a minute on two cores (benchmarks/evaluate_scale.py, size C is 1.5e12).

@@ -6,7 +6,7 @@ the model's numerical noise than about the images, so the pair's note says so.
 
 import numpy as np
 
-from .metrics import SEED
+from ._metrics import SEED
 
 # Mean cosine similarity between random pairs of images above which the embeddings count as collapsed. A trained
 # CLIP model's images stay well below (their mean pairwise cosine is typically 0.5-0.8); an untrained one's lie above.

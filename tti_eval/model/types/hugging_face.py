@@ -11,6 +11,7 @@ from transformers import AutoModel, AutoProcessor, AutoTokenizer
 from transformers.image_processing_base import ImageProcessingMixin
 
 from tti_eval.common.errors import TTIEvalError
+from tti_eval.common.hub import require_hub
 from tti_eval.model.base import Model
 
 
@@ -50,6 +51,8 @@ class HFModel(Model):
                 f"Model '{self.title}': the directory '{source}' does not exist; fix title_in_source in its definition."
             )
         location = str(local) if local.is_dir() else source
+        if not local.is_dir():
+            require_hub(f"Model '{self.title}'", source)
         options = {"cache_dir": self.cache_dir, "trust_remote_code": trust_remote_code}
         try:
             self.model = AutoModel.from_pretrained(location, dtype=torch.float32, **options)
@@ -67,6 +70,14 @@ class HFModel(Model):
         text_config = getattr(self.model.config, "text_config", self.model.config)
         self.max_text_length = min(self.tokenizer.model_max_length, text_config.max_position_embeddings)
         self.pad_to_max_length = self.model.config.model_type.startswith("siglip")
+
+    def image_input_size(self) -> int | None:
+        # CLIP resizes the shorter side and crops (crop_size); SigLIP resizes to height x width (size).
+        processor = self.image_processor
+        size = getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", False) else None
+        size = size or getattr(processor, "size", None) or {}
+        sides = [size[key] for key in ("shortest_edge", "height", "width") if size.get(key)]
+        return min(sides) if sides else None
 
     def get_image_preprocessor(self) -> HFImagePreprocessor:
         return HFImagePreprocessor(self.image_processor)
