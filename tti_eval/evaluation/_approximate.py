@@ -11,15 +11,19 @@ centred on their common mean first, so that a nearly collapsed set keeps what fl
 
 import math
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-import faiss
 import numpy as np
 
 from tti_eval.common.errors import TTIEvalError
 from tti_eval.common.vectors import row_chunks
 
 from ._metrics import SEED
-from ._neighbours import Neighbours, _centred, _common_centre, search_neighbours
+
+if TYPE_CHECKING:  # faiss (through the search modules) loads only when a search runs: `tti-eval --help` must not wait
+    import faiss
+
+    from ._neighbours import Neighbours
 
 # n_train × n_val × dim from which `auto` searches approximately: the exact search does ~1e12 multiply-adds in about
 # a minute on two cores (benchmarks/evaluate_scale.py, size C is 1.5e12).
@@ -74,7 +78,10 @@ def index_description(n: int, dim: int, available_bytes: int | None = None) -> s
     return f"IVF{nlist},PQ{sub_vectors}x{8 if n >= 39 * 256 else 4}"
 
 
-def _search(index: faiss.Index, queries: np.ndarray, centre: np.ndarray, k: int) -> np.ndarray:
+def _search(index: "faiss.Index", queries: np.ndarray, centre: np.ndarray, k: int) -> np.ndarray:
+
+    from ._neighbours import _centred
+
     found = np.empty((len(queries), k), dtype=np.int64)
     for rows in row_chunks(len(queries), _ROWS):
         found[rows] = index.search(_centred(queries[rows], centre, np.float32)[0], k)[1]
@@ -85,6 +92,10 @@ def _one_direction(
     base: np.ndarray, queries: np.ndarray, k: int, centre: np.ndarray, seed: int
 ) -> tuple[np.ndarray, str]:
     """Each query's k approximate nearest rows of `base`, and the sentence that says how good they are."""
+    import faiss
+
+    from ._neighbours import _centred, search_neighbours
+
     description = index_description(len(base), base.shape[1])
     index = faiss.index_factory(base.shape[1], description)
     rng = np.random.default_rng(seed)
@@ -124,9 +135,11 @@ def approximate_neighbours(
     k_val_to_train: int = 0,
     k_train_to_val: int = 0,
     seed: int = SEED,
-) -> tuple[Neighbours, dict[int, str]]:
+) -> tuple["Neighbours", dict[int, str]]:
     """Like `search_neighbours`, from approximate indices; also the recall sentence of each direction searched
     (key 0: validation → train, 1: train → validation, the order of `neighbour_request`)."""
+    from ._neighbours import Neighbours, _common_centre
+
     k_vt, k_tv = min(k_val_to_train, len(train_images)), min(k_train_to_val, len(val_images))
     centre = _common_centre(train_images, val_images)
     notes: dict[int, str] = {}
