@@ -4,6 +4,7 @@ digits tree, the split-carving rule, the built-in definitions in `sources/datase
 import hashlib
 import json
 import pickle
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -20,7 +21,7 @@ from tti_eval.common.errors import DefinitionError, TTIEvalError
 from tti_eval.common.settings import builtin_sources_path
 from tti_eval.dataset import DatasetDefinitionSpec, DatasetProvider
 from tti_eval.dataset.base import Dataset
-from tti_eval.dataset.provider import BUILTIN_DATASET_TYPES
+from tti_eval.dataset.spec import BUILTIN_DATASET_TYPES
 from tti_eval.dataset.splits import carve_missing_splits
 from tti_eval.dataset.types.hugging_face import HFDataset
 from tti_eval.dataset.types.image_folder import ImageFolderDataset
@@ -263,7 +264,7 @@ def test_image_folder_without_a_train_folder_or_with_unknown_fields(tmp_path: Pa
 
 @pytest.mark.parametrize("type_name", sorted(BUILTIN_DATASET_TYPES))
 def test_builtin_type_imports_and_subclasses_dataset(type_name: str) -> None:
-    module, _, name = BUILTIN_DATASET_TYPES[type_name].partition(":")
+    module, _, name = BUILTIN_DATASET_TYPES[type_name].implementation.partition(":")
     cls = getattr(__import__(module, fromlist=[name]), name)
     assert issubclass(cls, Dataset) and cls.__name__ == type_name
 
@@ -273,3 +274,13 @@ def test_builtin_definition_is_valid_and_maps_to_a_builtin_type(file: Path) -> N
     spec = DatasetDefinitionSpec.model_validate(json.loads(file.read_text(encoding="utf-8")))
     assert spec.module_path is None and spec.dataset_type in BUILTIN_DATASET_TYPES
     assert issubclass(DatasetProvider.registry.get_class(spec.title), Dataset)
+
+
+def test_a_folder_with_a_loading_script_is_refused_with_how_to_convert(digits_tree: DigitsTree, tmp_path: Path) -> None:
+    folder = tmp_path / "scripted"
+    shutil.copytree(digits_tree.root, folder)
+    (folder / "scripted.py").write_text("import datasets\n")
+    with pytest.raises(
+        DefinitionError, match=r"loading script \(scripted\.py\), and scripts are not supported.*parquet"
+    ):
+        HFDataset("scripted", split=Split.TRAIN, title_in_source=str(folder), cache_dir=tmp_path / "c")

@@ -1,6 +1,5 @@
 """Datasets from the Hugging Face hub, or from a local folder `datasets.load_dataset` understands (e.g. imagefolder)."""
 
-from pathlib import Path
 from typing import Any
 
 import datasets
@@ -9,17 +8,8 @@ from PIL import Image
 from tti_eval.common.base import Split
 from tti_eval.common.errors import DefinitionError, TTIEvalError
 from tti_eval.dataset.base import Dataset
+from tti_eval.dataset.spec import check_no_loading_script, local_source
 from tti_eval.dataset.splits import CARVABLE_SPLITS, carve_missing_splits
-
-
-def _local_path(title_in_source: str) -> Path | None:
-    """The folder a definition points at, or None for a hub name; a path-like name that is not there is an error."""
-    path = Path(title_in_source).expanduser()
-    if path.exists():
-        return path
-    if path.is_absolute() or title_in_source.startswith((".", "~")):
-        raise DefinitionError(f"Dataset folder {path} does not exist; fix 'title_in_source' in the definition.")
-    return None
 
 
 class HFDataset(Dataset):
@@ -59,7 +49,9 @@ class HFDataset(Dataset):
         self._rows = self._select_split(splits).select_columns([self._image_column, target_feature])
 
     def _load(self, **load_kwargs: Any) -> datasets.DatasetDict:
-        local = _local_path(self.title_in_source)
+        local = local_source(self.title_in_source)
+        if local:
+            check_no_loading_script(self.title, local)
         source = str(local) if local else self.title_in_source
         try:
             loaded = datasets.load_dataset(source, cache_dir=str(self.cache_dir), **load_kwargs)
