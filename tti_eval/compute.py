@@ -27,14 +27,17 @@ from tti_eval.common.cache import embedding_path, save_embeddings
 from tti_eval.common.malloc import freed_memory_kept
 from tti_eval.dataset import DatasetProvider
 from tti_eval.dataset.base import Dataset
+from tti_eval.dataset.splits import describe_carving
 from tti_eval.model import ModelProvider
 from tti_eval.model.base import Model
+from tti_eval.provenance import build_fingerprint, package_versions, split_state
 
 DEFAULT_SPLITS = (Split.TRAIN, Split.VALIDATION)
 DEFAULT_BATCH_SIZE = 32
 
 ProgressCallback = Callable[[int], None]
 SplitProgress = Callable[[Split, int, int], None]  # (split, images embedded so far, images in the split)
+NoteCallback = Callable[[Split, str], None]  # one line about a split worth telling the user (why it is rebuilt, ...)
 
 logger = logging.getLogger("tti_eval")
 
@@ -149,19 +152,14 @@ def compute_embeddings(
 
 
 def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {"python": platform.python_version()}
-    for package in ("tti-eval", "torch", "transformers", "open_clip_torch", "datasets"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            continue
-    return found
+    packages = ("tti-eval", "torch", "transformers", "open_clip_torch", "datasets")
+    return {"python": platform.python_version(), **package_versions(packages)}
 
 
 def build_metadata(definition: EmbeddingDefinition, split: Split, dataset: Dataset, embeddings: Embeddings) -> dict:
     return {
+        "fingerprint": build_fingerprint(definition, dataset),
+        "carving": dataset.carving,
         "model": ModelProvider.registry.spec(definition.model).model_dump(mode="json", exclude_none=True),
         "dataset": DatasetProvider.registry.spec(definition.dataset).model_dump(mode="json", exclude_none=True),
         "split": Split(split).value,
@@ -185,27 +183,41 @@ def build_embeddings(
     device: str | None = None,
     load_model: Callable[[], Model] | None = None,
     progress: SplitProgress | None = None,
+    on_note: NoteCallback | None = None,
 ) -> dict[Split, Embeddings | None]:
-    """Build and cache the given splits of one pair; a split already cached is skipped (None) unless `overwrite`.
+    """Build and cache the given splits of one pair; a split already cached is skipped (None) unless `overwrite`
+    or it is stale (its fingerprint no longer matches the definitions, files or libraries: `tti_eval.provenance`).
 
     The datasets are opened first, so a dataset that cannot load fails before any model weights are read; the model
     is loaded (by `load_model`, e.g. a loader shared across pairs) only if some split needs building. Each split's
     file appears atomically when that split is complete, so an interrupted build keeps the finished splits and a
-    rerun completes the rest."""
+    rerun completes the rest. `on_note` hears why a split is rebuilt and how a carved split was cut from train."""
+    note = on_note or (lambda split, text: None)
     results: dict[Split, Embeddings | None] = {}
-    todo = []
-    for split in splits:
+    todo: dict[Split, Dataset | None] = {}
+    for split in map(Split, splits):
         path = embedding_path(definition, split)
         remove_stale_temp_files(path.parent)
-        if path.is_file() and not overwrite:
-            results[Split(split)] = None
+        if not path.is_file() or overwrite:
+            todo[split] = None
+            continue
+        dataset = DatasetProvider.get_dataset(definition.dataset, split)
+        state = split_state(definition, split, current=build_fingerprint(definition, dataset))
+        if state.status == "stale":
+            note(split, f"is stale ({'; '.join(state.reasons)}); rebuilding it")
+            todo[split] = dataset
         else:
-            todo.append(Split(split))
+            results[split] = None
     if not todo:
         return results
-    datasets = {split: DatasetProvider.get_dataset(definition.dataset, split) for split in todo}
+    datasets = {
+        split: loaded if loaded is not None else DatasetProvider.get_dataset(definition.dataset, split)
+        for split, loaded in todo.items()
+    }
     model = load_model() if load_model else ModelProvider.get_model(definition.model, device=device)
     for split, dataset in datasets.items():
+        if dataset.carving is not None:
+            note(split, describe_carving(dataset.carving))
         done = 0
 
         def advance(images: int, split: Split = split, total: int = len(dataset)) -> None:
@@ -275,13 +287,15 @@ def build_pairs(
     device: str | None = None,
     progress: Callable[[BuildProgress], None] | None = None,
     on_pair: Callable[[PairBuild | str], None] | None = None,
+    on_note: Callable[[EmbeddingDefinition, Split, str], None] | None = None,
     reraise: bool = False,
 ) -> BuildRun:
     """Build (or find cached) `splits` of every pair; each model is loaded at most once for all its pairs.
 
     A pair that fails is reported in `problems` in one sentence and the others still build. A user error
     (`TTIEvalError`) is its own sentence; anything else is a bug: its traceback is logged, and with `reraise` it is
-    raised instead. `on_pair` receives each pair's result, or its problem sentence, as soon as it is known."""
+    raised instead. `on_pair` receives each pair's result, or its problem sentence, as soon as it is known;
+    `on_note` a line about one split worth telling (why it is rebuilt, how a carved split was cut)."""
     splits = list(dict.fromkeys(Split(s) for s in splits))
     results: list[PairBuild] = []
     problems: list[str] = []
@@ -300,6 +314,7 @@ def build_pairs(
                     num_workers=num_workers,
                     load_model=load_model,
                     progress=lambda split, done, total, pair=pair: _report(progress, pair, split, done, total),
+                    on_note=(lambda split, text, pair=pair: on_note(pair, split, text)) if on_note else None,
                 )
             except TTIEvalError as e:
                 outcome: PairBuild | str = f"{pair}: {e}"

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from tti_eval.compute import BuildProgress, PairBuild
+    from tti_eval.provenance import SplitState
 
 app = typer.Typer(
     name="tti-eval",
@@ -135,6 +136,9 @@ def build(
             device=device,
             progress=_draw_build_step(progress),
             on_pair=lambda outcome: _print_pair(progress.console, outcome),
+            on_note=lambda pair, split, text: progress.console.print(
+                f"[dim]•[/] {pair} ({split.value}) {text}", highlight=False
+            ),
             reraise=console_module.DEBUG,
         )
     if run.failed:
@@ -232,6 +236,7 @@ def evaluate(
             highlight=False,
         )
     pairs = [p for p in pairs if p not in missing]
+    _warn_stale(pairs, (Split.TRAIN, Split.VALIDATION))
     if not pairs:
         if not missing:
             console.print("No cached pairs to evaluate; build some first with `tti-eval build`.")
@@ -267,6 +272,13 @@ def evaluate(
     evaluated = {(r.model, r.dataset) for r in run.results}
     if missing or any((p.model, p.dataset) not in evaluated for p in pairs):
         raise typer.Exit(1)  # some pair could not be evaluated; its sentence is above
+
+
+def _warn_stale(pairs: Sequence[EmbeddingDefinition], splits: Sequence[Split]) -> None:
+    from tti_eval.provenance import stale_warnings
+
+    for message in stale_warnings(pairs, splits):
+        warn(message)
 
 
 def _scores_table(title: str, results) -> "Table":
@@ -322,6 +334,7 @@ def animate(
             raise TTIEvalError(
                 f"{pair} has no {split.value} embeddings; run `{build_command(pair)} --split {split.value}` first."
             )
+    _warn_stale(pairs, (split,))
     with console.status(f"Reducing embeddings with {reduction} and drawing the animation …"):
         path = build_animation(pairs[0], pairs[1], split=split, reduction=reduction, interactive=interactive)
     if path is not None:
@@ -353,6 +366,8 @@ def list_(
     """Show cached model/dataset pairs, or with --all every known model and dataset."""
     from rich.table import Table
 
+    from tti_eval.provenance import split_state
+
     if all_:
         _report_definition_problems()
         for kind, registry in (("Models", ModelProvider.registry), ("Datasets", DatasetProvider.registry)):
@@ -371,18 +386,31 @@ def list_(
         )
         return
     table = Table(title=f"Cached embeddings in {get_settings().embeddings_path}", title_justify="left")
-    for column, justify in (("Dataset", "left"), ("Model", "left"), ("Splits", "left"), ("N", "right"), ("D", "right")):
-        table.add_column(column, justify=justify)
+    for column in ("Dataset", "Model", "Splits", "N", "D", "State"):
+        table.add_column(column, justify="right" if column in ("N", "D") else "left")
+    memo: dict = {}  # the folders of a dataset (or model) shared by many pairs are stat'ed once
     for pair, splits in cached.items():
         try:
             shapes = [read_shape(pair, s) for s in splits]
+            states = [split_state(pair, s, memo=memo) for s in splits]
         except TTIEvalError as e:  # one damaged file must not hide the rest of the cache
             warn(str(e))
-            table.add_row(pair.dataset, pair.model, ", ".join(s.value for s in splits), "[red]unreadable[/]", "")
+            table.add_row(pair.dataset, pair.model, ", ".join(s.value for s in splits), "[red]unreadable[/]", "", "")
             continue
         sizes = " + ".join(str(n) for n, _ in shapes)
-        table.add_row(pair.dataset, pair.model, ", ".join(s.value for s in splits), sizes, str(shapes[0][1]))
+        row = (pair.dataset, pair.model, ", ".join(s.value for s in splits), sizes, str(shapes[0][1]))
+        table.add_row(*row, _state_cell(states))
     console.print(table)
+
+
+def _state_cell(states: "Sequence[SplitState]") -> str:
+    """ "up to date", or what is stale and why, or "provenance unknown" for splits that carry no fingerprint."""
+    stale = [f"{s.split.value}: {'; '.join(s.reasons)}" for s in states if s.status == "stale"]
+    if stale:
+        return f"[yellow]stale[/] ({', '.join(stale)})"
+    if any(s.status == "unknown" for s in states):
+        return "[dim]provenance unknown[/]"
+    return "[green]up to date[/]"
 
 
 def cli() -> None:

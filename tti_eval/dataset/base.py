@@ -13,6 +13,7 @@ from tti_eval.common.registry import call_setup
 from tti_eval.common.settings import get_settings
 
 DEFAULT_TEMPLATES = ("An image of a {}",)  # the original tool's single prompt, so its caches stay comparable
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 
 class Dataset(TorchDataset, ABC):
@@ -33,6 +34,9 @@ class Dataset(TorchDataset, ABC):
         self.templates = list(templates or DEFAULT_TEMPLATES)
         self.transform = transform
         self.class_names: list[str] = []
+        # How this split was cut from the source; types that carve a split from train replace it (`splits.py`).
+        self.split_rule: dict[str, Any] = {"split": self.split.value, "from": "source"}
+        self.carving: dict[str, int] | None = None  # split sizes when some split was carved from train
         call_setup(self, kwargs)
 
     @abstractmethod
@@ -52,6 +56,21 @@ class Dataset(TorchDataset, ABC):
 
     def set_transform(self, transform: Callable[[Image.Image], Any] | None) -> None:
         self.transform = transform
+
+    # -- provenance: what the cache fingerprint records about this split's images (`tti_eval.provenance`) ------------
+
+    image_suffixes: frozenset[str] | None = IMAGE_SUFFIXES  # None: every file in `source_paths` counts
+
+    def source_paths(self) -> list[Path]:
+        """Local folders whose image files (`image_suffixes`) decide this split, so that adding, removing or touching
+        one marks cached embeddings stale. Their files are only stat'ed, so `list` and `evaluate` can re-check them
+        without loading this type. Default: none (the images are not local files, or other identity covers them)."""
+        return []
+
+    def source_identity(self) -> dict[str, Any]:
+        """What else identifies this split's images, as JSON-able values compared at build time (a hub dataset's
+        fingerprint, label versions). Default: nothing beyond the definition and `source_paths`."""
+        return {}
 
     @property
     def num_classes(self) -> int:

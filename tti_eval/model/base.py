@@ -61,6 +61,11 @@ def _normalized_numpy(features: torch.Tensor) -> np.ndarray:
     return features.cpu().numpy().astype(np.float32, copy=False)
 
 
+def model_cache_dir(title: str, cache_dir: str | Path | None = None) -> Path:
+    """Where a model keeps what it downloads or trains: the definition's `cache_dir`, else `<models cache>/<title>`."""
+    return Path(cache_dir) if cache_dir else get_settings().models_path / title
+
+
 class Model(ABC):
     def __init__(
         self,
@@ -73,8 +78,21 @@ class Model(ABC):
         self.title = title
         self.title_in_source = title_in_source or title
         self.device = resolve_device(device)
-        self.cache_dir = Path(cache_dir) if cache_dir else get_settings().models_path / title
+        self.cache_dir = model_cache_dir(title, cache_dir)
         call_setup(self, kwargs)
+
+    @classmethod
+    def source_paths(cls, title: str, title_in_source: str | None = None, **fields: Any) -> list[Path]:
+        """Local files or folders the weights come from (a model directory, a checkpoint), from the definition's
+        fields alone: a class method, because checking a cache must not load the model. Their sizes and mtimes join
+        the cache fingerprint, so replacing or retraining them marks cached embeddings stale. Default: every field
+        (but the download cache) that names an existing path."""
+        values = [title_in_source, *(value for name, value in fields.items() if name != "cache_dir")]
+        return [
+            Path(value).expanduser()
+            for value in values
+            if isinstance(value, str | Path) and str(value) and Path(value).expanduser().exists()
+        ]
 
     @abstractmethod
     def _setup(self, **kwargs: Any) -> None:

@@ -1,5 +1,6 @@
 """Datasets from the Hugging Face hub, or from a local folder `datasets.load_dataset` understands (e.g. imagefolder)."""
 
+from pathlib import Path
 from typing import Any
 
 import datasets
@@ -9,7 +10,7 @@ from tti_eval.common.base import Split
 from tti_eval.common.errors import DefinitionError, TTIEvalError
 from tti_eval.dataset.base import Dataset
 from tti_eval.dataset.spec import check_no_loading_script, local_source
-from tti_eval.dataset.splits import CARVABLE_SPLITS, carve_missing_splits
+from tti_eval.dataset.splits import CARVABLE_SPLITS, select_carved_split
 
 
 class HFDataset(Dataset):
@@ -19,6 +20,8 @@ class HFDataset(Dataset):
     (`tti_eval.dataset.splits`). Rows are read one at a time by index, so no `datasets` transform or fingerprint
     ever sees the model or the DataLoader.
     """
+
+    image_suffixes = None  # a local source may hold images or data files (parquet, arrow): every file counts
 
     def _setup(self, target_feature: str = "label", **load_kwargs: Any) -> None:
         splits = self._load(**load_kwargs)
@@ -49,7 +52,7 @@ class HFDataset(Dataset):
         self._rows = self._select_split(splits).select_columns([self._image_column, target_feature])
 
     def _load(self, **load_kwargs: Any) -> datasets.DatasetDict:
-        local = local_source(self.title_in_source)
+        local = self._local = local_source(self.title_in_source)
         if local:
             check_no_loading_script(self.title, local)
         source = str(local) if local else self.title_in_source
@@ -68,6 +71,7 @@ class HFDataset(Dataset):
             ) from None
         if not isinstance(loaded, datasets.DatasetDict) or not len(loaded):
             raise DefinitionError(f"Dataset '{self.title}' loaded no splits from '{source}'; check 'title_in_source'.")
+        self._source_fingerprints = {name: split._fingerprint for name, split in loaded.items()}
         return loaded
 
     def _find_image_column(self, features: datasets.Features) -> str:
@@ -93,7 +97,15 @@ class HFDataset(Dataset):
         missing = [split for split in CARVABLE_SPLITS if split.value not in splits]
         if not missing:
             return train
-        return train.select(carve_missing_splits(len(train), missing)[self.split])
+        return train.select(select_carved_split(self, len(train), missing))
+
+    def source_paths(self) -> list[Path]:
+        return [self._local] if self._local else []
+
+    def source_identity(self) -> dict[str, Any]:
+        # `datasets` fingerprints each split it loads from what it was built from (for the hub: the repository's
+        # revision and data files), and caches that on disk, so this costs nothing beyond the load.
+        return {} if self._local else {"fingerprints": self._source_fingerprints}
 
     def __len__(self) -> int:
         return len(self._rows)

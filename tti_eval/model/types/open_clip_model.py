@@ -16,11 +16,12 @@ from huggingface_hub import constants as hub_constants
 from PIL import Image
 
 from tti_eval.common.errors import DefinitionError, TTIEvalError
-from tti_eval.model.base import Model
+from tti_eval.model.base import Model, model_cache_dir
 
 OPEN_CLIP_CONFIGS_PATH = Path(__file__).resolve().parent.parent / "open_clip_configs"
 _SCHEMA_PREFIXES = ("hf-hub:", "local-dir:")
 _registered_config_paths: set[Path] = set()
+CHECKPOINT_NAME = "checkpoint.pt"  # a LocalCLIPModel's weights in its cache folder, unless checkpoint_path says
 
 
 def register_model_configs(path: str | Path) -> None:
@@ -96,6 +97,12 @@ class OpenCLIPModel(Model):
     "model_config_path": "/path/to/my-arch.json", "pretrained": "/path/to/weights.pt"}`.
     """
 
+    @classmethod
+    def source_paths(cls, title: str, title_in_source: str | None = None, **fields: Any) -> list[Path]:
+        # `local-dir:/path` names a folder behind its schema prefix.
+        source = (title_in_source or "").removeprefix("local-dir:")
+        return super().source_paths(title, source, **fields)
+
     def _setup(self, pretrained: str | None = None, model_config_path: str | Path | None = None) -> None:
         name = self.title_in_source
         try:  # the two usual typos get a clear sentence before open_clip buries them in a long message
@@ -152,7 +159,12 @@ class LocalCLIPModel(OpenCLIPModel):
 
     @property
     def checkpoint_path(self) -> Path:
-        return self._checkpoint_path or self.cache_dir / "checkpoint.pt"
+        return self._checkpoint_path or self.cache_dir / CHECKPOINT_NAME
+
+    @classmethod
+    def source_paths(cls, title: str, title_in_source: str | None = None, **fields: Any) -> list[Path]:
+        checkpoint = fields.get("checkpoint_path") or model_cache_dir(title, fields.get("cache_dir")) / CHECKPOINT_NAME
+        return [*super().source_paths(title, title_in_source, **fields), Path(checkpoint).expanduser()]
 
     def _setup(self, pretrained: str | None = None, model_config_path: str | Path | None = None) -> None:
         if pretrained is not None:
