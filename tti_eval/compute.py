@@ -14,6 +14,7 @@ import platform
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -27,6 +28,7 @@ from tti_eval.common.cache import embedding_path, save_embeddings
 from tti_eval.common.malloc import freed_memory_kept
 from tti_eval.dataset import DatasetProvider
 from tti_eval.dataset.base import Dataset
+from tti_eval.dataset.images import BadImageError, to_rgb
 from tti_eval.dataset.splits import describe_carving
 from tti_eval.model import ModelProvider
 from tti_eval.model.base import Model
@@ -34,9 +36,13 @@ from tti_eval.provenance import build_fingerprint, package_versions, split_state
 
 DEFAULT_SPLITS = (Split.TRAIN, Split.VALIDATION)
 DEFAULT_BATCH_SIZE = 32
+# Draft decoding keeps at least twice the model's input side, so that the model's own antialiased resize still does
+# the final reduction (benchmarks/build_throughput.py measures the speed and the embedding change).
+DRAFT_OVERSAMPLING = 2
 
 ProgressCallback = Callable[[int], None]
 SplitProgress = Callable[[Split, int, int], None]  # (split, images embedded so far, images in the split)
+SkipCallback = Callable[[str, str], None]  # (image name, reason)
 NoteCallback = Callable[[Split, str], None]  # one line about a split worth telling the user (why it is rebuilt, ...)
 
 logger = logging.getLogger("tti_eval")
@@ -66,10 +72,19 @@ def _cores_left_to_the_model(device: torch.device, workers: int) -> Iterator[Non
         torch.set_num_threads(previous)
 
 
-class _RawItems(TorchDataset):
-    """The dataset's untransformed (image, label) items: the engine's preprocessing must not depend on whatever
-    transform a notebook user set on the dataset."""
+def read_item(dataset: Dataset, index: int) -> dict[str, Any]:
+    """The index-th item as `{"image": 8-bit RGB, "label"}`, untransformed: the engine's preprocessing must not depend
+    on whatever transform a notebook user set on the dataset. An image that cannot be read comes back as
+    `{"bad": name, "reason": ...}`, plain data that crosses a worker (or Ray task) boundary intact, where an exception
+    would arrive wrapped in the worker's traceback."""
+    try:
+        image, label = dataset.get_image_and_label(index)
+        return {"image": to_rgb(image), "label": label}
+    except BadImageError as e:
+        return {"bad": e.item, "reason": e.reason}
 
+
+class _RawItems(TorchDataset):
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
 
@@ -77,8 +92,7 @@ class _RawItems(TorchDataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        image, label = self.dataset.get_image_and_label(index)
-        return {"image": image, "label": label}
+        return read_item(self.dataset, index)
 
 
 def _single_threaded_worker(_: int) -> None:
@@ -105,8 +119,12 @@ def embed_images(
     batch_size: int = DEFAULT_BATCH_SIZE,
     num_workers: int | None = None,
     on_batch: ProgressCallback | None = None,
+    on_skip: SkipCallback | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Image embeddings [N, D] and labels [N] in dataset order."""
+    """Image embeddings [N, D] and labels [N] in dataset order.
+
+    An unreadable image stops the build with a `BadImageError`, unless `on_skip` is given: then it is left out and
+    reported through it."""
     workers = default_num_workers(model.device) if num_workers is None else num_workers
     loader = DataLoader(
         _RawItems(dataset),
@@ -121,13 +139,35 @@ def embed_images(
     chunks, labels = [], []
     with _cores_left_to_the_model(model.device, workers), freed_memory_kept():
         for batch in loader:
-            chunks.append(model.embed_images(batch["pixel_values"]))
-            labels.append(batch["labels"].numpy())
+            for bad in batch["bad"]:
+                if on_skip is None:
+                    raise BadImageError(bad["bad"], dataset.title, bad["reason"])
+                on_skip(bad["bad"], bad["reason"])
+            if batch["pixel_values"] is not None:
+                chunks.append(model.embed_images(batch["pixel_values"]))
+                labels.append(batch["labels"].numpy())
             if on_batch is not None:
-                on_batch(len(labels[-1]))
+                on_batch(len(batch["labels"]) + len(batch["bad"]))
     if not chunks:
         return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.int64)
     return np.concatenate(chunks), np.concatenate(labels).astype(np.int64)
+
+
+def draft_min_size(model: Model) -> int | None:
+    """The smallest side a draft-decoded image may have for `model`, or None when its input size is unknown."""
+    size = model.image_input_size()
+    return DRAFT_OVERSAMPLING * size if size else None
+
+
+@contextmanager
+def _decoding_at(dataset: Dataset, min_size: int | None) -> Iterator[None]:
+    # Set on the dataset, so it travels with it into DataLoader workers (and Ray tasks) that call `read_item`.
+    previous = dataset.min_image_size
+    dataset.min_image_size = min_size
+    try:
+        yield
+    finally:
+        dataset.min_image_size = previous
 
 
 def compute_embeddings(
@@ -136,14 +176,25 @@ def compute_embeddings(
     batch_size: int = DEFAULT_BATCH_SIZE,
     num_workers: int | None = None,
     on_batch: ProgressCallback | None = None,
+    on_skip: SkipCallback | None = None,
+    draft_decode: bool = False,
 ) -> Embeddings:
-    """Image embeddings, class (prompt) embeddings and labels of one dataset split; nothing is written."""
+    """Image embeddings, class (prompt) embeddings and labels of one dataset split; nothing is written.
+
+    Unreadable images stop it, or with `on_skip` are left out and reported through it (see `embed_images`).
+    `draft_decode` lets large JPEGs decode at 1/2 to 1/8 scale, never below `DRAFT_OVERSAMPLING` times the model's
+    input: several times faster on photos, with slightly different pixels and hence embeddings."""
     if len(dataset) == 0:
         raise TTIEvalError(
             f"The {dataset.split.value} split of dataset '{dataset.title}' has no images; choose another with --split."
         )
     classes = embed_class_prompts(model, dataset.prompts) if dataset.class_names else None
-    images, labels = embed_images(model, dataset, batch_size, num_workers, on_batch)
+    with _decoding_at(dataset, draft_min_size(model) if draft_decode else None):
+        images, labels = embed_images(model, dataset, batch_size, num_workers, on_batch, on_skip)
+    if len(labels) == 0:
+        raise TTIEvalError(
+            f"No image of the {dataset.split.value} split of dataset '{dataset.title}' could be read; check its files."
+        )
     if labels.min() < 0:  # e.g. a hub test split published without its labels (-1)
         raise TTIEvalError(
             f"The {dataset.split.value} split of dataset '{dataset.title}' has unlabelled images; it cannot be scored."
@@ -156,7 +207,15 @@ def _versions() -> dict[str, str]:
     return {"python": platform.python_version(), **package_versions(packages)}
 
 
-def build_metadata(definition: EmbeddingDefinition, split: Split, dataset: Dataset, embeddings: Embeddings) -> dict:
+def build_metadata(
+    definition: EmbeddingDefinition,
+    split: Split,
+    dataset: Dataset,
+    embeddings: Embeddings,
+    skipped_images: Sequence[tuple[str, str]] = (),
+    draft_decode: bool = False,
+) -> dict:
+    """What a cached split records about itself; `skipped_images` are the (image, reason) pairs a build left out."""
     return {
         "fingerprint": build_fingerprint(definition, dataset),
         "carving": dataset.carving,
@@ -167,10 +226,18 @@ def build_metadata(definition: EmbeddingDefinition, split: Split, dataset: Datas
         "templates": list(dataset.templates),
         "prompts": dataset.prompts,
         "num_images": int(embeddings.images.shape[0]),
+        "skipped_images": [{"image": image, "reason": reason} for image, reason in skipped_images],
+        "draft_decode": draft_decode,
         "dim": int(embeddings.images.shape[1]),
         "versions": _versions(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def _record_skip(skipped: list[tuple[str, str]], on_skip: SkipCallback | None, image: str, reason: str) -> None:
+    skipped.append((image, reason))
+    if on_skip is not None:
+        on_skip(image, reason)
 
 
 def build_embeddings(
@@ -183,6 +250,9 @@ def build_embeddings(
     device: str | None = None,
     load_model: Callable[[], Model] | None = None,
     progress: SplitProgress | None = None,
+    skip_bad_images: bool = False,
+    on_skip: SkipCallback | None = None,
+    draft_decode: bool = False,
     on_note: NoteCallback | None = None,
 ) -> dict[Split, Embeddings | None]:
     """Build and cache the given splits of one pair; a split already cached is skipped (None) unless `overwrite`
@@ -191,7 +261,10 @@ def build_embeddings(
     The datasets are opened first, so a dataset that cannot load fails before any model weights are read; the model
     is loaded (by `load_model`, e.g. a loader shared across pairs) only if some split needs building. Each split's
     file appears atomically when that split is complete, so an interrupted build keeps the finished splits and a
-    rerun completes the rest. `on_note` hears why a split is rebuilt and how a carved split was cut from train."""
+    rerun completes the rest. `on_note` hears why a split is rebuilt and how a carved split was cut from train. An
+    unreadable image stops the build before its split is written, unless `skip_bad_images`: then it is left out,
+    recorded in the split's metadata and passed to `on_skip`. `draft_decode`: see `compute_embeddings`; recorded in
+    the metadata."""
     note = on_note or (lambda split, text: None)
     results: dict[Split, Embeddings | None] = {}
     todo: dict[Split, Dataset | None] = {}
@@ -227,8 +300,13 @@ def build_embeddings(
                 progress(split, done, total)
 
         advance(0)
-        embeddings = compute_embeddings(model, dataset, batch_size, num_workers, on_batch=advance)
-        save_embeddings(definition, embeddings, split, build_metadata(definition, split, dataset, embeddings))
+        skipped: list[tuple[str, str]] = []
+        skip = partial(_record_skip, skipped, on_skip) if skip_bad_images else None
+        embeddings = compute_embeddings(
+            model, dataset, batch_size, num_workers, on_batch=advance, on_skip=skip, draft_decode=draft_decode
+        )
+        metadata = build_metadata(definition, split, dataset, embeddings, skipped, draft_decode)
+        save_embeddings(definition, embeddings, split, metadata)
         results[split] = embeddings
     return results
 
@@ -288,6 +366,9 @@ def build_pairs(
     progress: Callable[[BuildProgress], None] | None = None,
     on_pair: Callable[[PairBuild | str], None] | None = None,
     on_note: Callable[[EmbeddingDefinition, Split, str], None] | None = None,
+    skip_bad_images: bool = False,
+    on_skip: SkipCallback | None = None,
+    draft_decode: bool = False,
     reraise: bool = False,
 ) -> BuildRun:
     """Build (or find cached) `splits` of every pair; each model is loaded at most once for all its pairs.
@@ -295,7 +376,8 @@ def build_pairs(
     A pair that fails is reported in `problems` in one sentence and the others still build. A user error
     (`TTIEvalError`) is its own sentence; anything else is a bug: its traceback is logged, and with `reraise` it is
     raised instead. `on_pair` receives each pair's result, or its problem sentence, as soon as it is known;
-    `on_note` a line about one split worth telling (why it is rebuilt, how a carved split was cut)."""
+    `on_note` a line about one split worth telling (why it is rebuilt, how a carved split was cut).
+    `skip_bad_images`, `on_skip` and `draft_decode` are `build_embeddings`'s."""
     splits = list(dict.fromkeys(Split(s) for s in splits))
     results: list[PairBuild] = []
     problems: list[str] = []
@@ -313,6 +395,9 @@ def build_pairs(
                     batch_size=batch_size,
                     num_workers=num_workers,
                     load_model=load_model,
+                    skip_bad_images=skip_bad_images,
+                    on_skip=on_skip,
+                    draft_decode=draft_decode,
                     progress=lambda split, done, total, pair=pair: _report(progress, pair, split, done, total),
                     on_note=(lambda split, text, pair=pair: on_note(pair, split, text)) if on_note else None,
                 )

@@ -1,4 +1,4 @@
-"""JSON schemas of the definition files, generated from the pydantic specs.
+"""JSON schemas of the definition files and of saved results, generated from the pydantic models.
 
 Regenerate after changing a spec with `python -m tti_eval.schemas`; a test fails while the committed files differ.
 Editors that understand `$schema` then validate and complete `sources/*.json` as they are typed: a definition of a
@@ -10,13 +10,15 @@ from typing import Any
 
 from tti_eval.common.registry import DefinitionSpec
 from tti_eval.common.settings import builtin_sources_path
+from tti_eval.comparison.results import ComparisonRun
 from tti_eval.dataset.spec import BUILTIN_DATASET_TYPES, DatasetDefinitionSpec
 from tti_eval.model.spec import BUILTIN_MODEL_TYPES, ModelDefinitionSpec
 
-SCHEMA_SPECS = {
+DEFINITION_SPECS = {
     "model-definition-schema.json": (ModelDefinitionSpec, BUILTIN_MODEL_TYPES),
     "dataset-definition-schema.json": (DatasetDefinitionSpec, BUILTIN_DATASET_TYPES),
 }
+RESULT_MODELS = {"compare-schema.json": ComparisonRun}  # compare_<timestamp>.json
 _REF = "#/$defs/{model}"
 
 
@@ -45,10 +47,10 @@ def definition_schema(base: type[DefinitionSpec], builtin_types: dict[str, type[
 
 
 def render_schemas() -> dict[str, str]:
-    return {
-        file_name: json.dumps(definition_schema(base, types), indent=2, sort_keys=True) + "\n"
-        for file_name, (base, types) in SCHEMA_SPECS.items()
-    }
+    schemas = {file_name: definition_schema(base, types) for file_name, (base, types) in DEFINITION_SPECS.items()}
+    for file_name, model in RESULT_MODELS.items():
+        schemas[file_name] = model.model_json_schema() | {"$schema": "https://json-schema.org/draft/2020-12/schema"}
+    return {file_name: json.dumps(schema, indent=2, sort_keys=True) + "\n" for file_name, schema in schemas.items()}
 
 
 def main() -> None:

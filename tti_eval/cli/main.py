@@ -13,7 +13,9 @@ from tti_eval.common import EmbeddingDefinition, Split, get_settings
 from tti_eval.common.cache import embeddings_exist, list_cached, read_shape
 from tti_eval.common.errors import TTIEvalError
 from tti_eval.dataset import DatasetProvider
+from tti_eval.evaluation import EVALUATORS, LinearProbeClassifier
 from tti_eval.model import ModelProvider
+from tti_eval.plotting.reduction import DEFAULT_REDUCTION, REDUCERS
 
 from . import console as console_module
 from .console import configure_logging, console, user_errors, warn
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from tti_eval.compute import BuildProgress, PairBuild
+    from tti_eval.evaluation import EvaluationResult
     from tti_eval.provenance import SplitState
 
 app = typer.Typer(
@@ -116,6 +119,21 @@ def build(
     ] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or mps. Default: the best available.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Rebuild splits that are already cached.")] = False,
+    skip_bad_images: Annotated[
+        bool,
+        typer.Option(
+            "--skip-bad-images",
+            help="Leave out images that cannot be read (listed at the end and in the metadata) instead of stopping.",
+        ),
+    ] = False,
+    draft_decode: Annotated[
+        bool,
+        typer.Option(
+            "--draft-decode",
+            help="Decode large JPEGs at reduced resolution (at least twice the model's input): several times faster "
+            "on photos, with slightly different embeddings.",
+        ),
+    ] = False,
 ) -> None:
     """Compute and cache image and class embeddings for model/dataset pairs."""
     from tti_eval.compute import DEFAULT_SPLITS, build_pairs
@@ -126,6 +144,7 @@ def build(
     if not pairs:
         console.print("Nothing to build.")
         return
+    skipped: list[tuple[str, str]] = []
     with _build_progress() as progress:
         run = build_pairs(
             pairs,
@@ -139,8 +158,15 @@ def build(
             on_note=lambda pair, split, text: progress.console.print(
                 f"[dim]•[/] {pair} ({split.value}) {text}", highlight=False
             ),
+            skip_bad_images=skip_bad_images,
+            on_skip=lambda image, reason: skipped.append((image, reason)),
+            draft_decode=draft_decode,
             reraise=console_module.DEBUG,
         )
+    if skipped:
+        console.print(f"[yellow]Skipped {len(skipped)} unreadable images[/] (recorded in each split's metadata):")
+        for image, reason in skipped:
+            console.print(f"  {image} ({reason})", highlight=False, markup=False)
     if run.failed:
         raise typer.Exit(1)
 
@@ -190,6 +216,14 @@ def cached_pairs(split: Split | None = None) -> list[EmbeddingDefinition]:
     return [pair for pair, splits in list_cached().items() if wanted <= set(splits)]
 
 
+def _cross_validate_help(defaults: dict) -> str:
+    grid = defaults["C_grid"]
+    return (
+        f"Linear probe: choose C by cross-validation on the train split ({min(grid):g} to {max(grid):g}) instead of "
+        f"the original tool's C = {defaults['C']:g}."
+    )
+
+
 @app.command()
 @user_errors
 def evaluate(
@@ -198,26 +232,29 @@ def evaluate(
     save: Annotated[bool, typer.Option("--save", "-s", help="Write the scores to a CSV in the output folder.")] = False,
     evaluator: Annotated[
         list[str] | None,
-        typer.Option("--evaluator", "-e", help="wKNN, zero_shot, I2IR or linear_probe; repeat for more. Default: all."),
+        typer.Option(
+            "--evaluator",
+            "-e",
+            help="; ".join(f"{title}: {e.spec.description}" for title, e in EVALUATORS.items())
+            + ". Repeat for more. Default: all.",
+        ),
     ] = None,
     plot: Annotated[bool, typer.Option("--plot", help="Save a bar chart PNG per evaluator next to the CSV.")] = False,
     cross_validate: Annotated[
         bool,
-        typer.Option(
-            "--cross-validate",
-            help="Linear probe: choose C by cross-validation on the train split (1e-3 to 1e3) instead of the "
-            "original tool's C = 1.",
-        ),
+        typer.Option("--cross-validate", help=_cross_validate_help(LinearProbeClassifier.get_default_params())),
     ] = False,
 ) -> None:
-    """Score cached embeddings with wKNN, zero-shot, image retrieval and a linear probe (95 % bootstrap intervals)."""
+    """Score cached embeddings with every evaluator (or those chosen with -e), with 95 % bootstrap intervals."""
     from rich.progress import Progress
 
     from tti_eval.common.cache import build_command
-    from tti_eval.evaluation import EVALUATORS, get_evaluator
-    from tti_eval.evaluation.evaluator import run_evaluation
+    from tti_eval.evaluation import get_evaluator, run_evaluation
 
-    evaluators = [get_evaluator(title) for title in dict.fromkeys(evaluator or [])] or list(EVALUATORS.values())
+    # Titles are looked up (in any letter case) when the command runs, so an evaluator a plugin registers after this
+    # module loaded is still found, and an unknown one gets the registry's suggestion.
+    evaluators = [get_evaluator(title) for title in evaluator or []] or list(EVALUATORS.values())
+    evaluators = list(dict.fromkeys(evaluators))
     if all_ and model_dataset:
         raise TTIEvalError("Give either --all or --model-dataset pairs, not both.")
     if all_:
@@ -247,7 +284,7 @@ def evaluate(
         run = run_evaluation(
             evaluators,
             pairs,
-            params={"linear_probe": {"cross_validate": True}} if cross_validate else None,
+            params={LinearProbeClassifier.title(): {"cross_validate": True}} if cross_validate else None,
             progress=lambda done, total, what: progress.update(task, completed=done, description=what),
         )
     for problem in run.problems:
@@ -255,7 +292,7 @@ def evaluate(
     for title in (e.title() for e in evaluators):
         results = [r for r in run.results if r.evaluator == title]
         if results:
-            console.print(_scores_table(title, results))
+            console.print(scores_table(title, results))
 
     if (save or plot) and run.results:
         from tti_eval.evaluation.report import evaluation_csv_path, write_csv
@@ -281,14 +318,15 @@ def _warn_stale(pairs: Sequence[EmbeddingDefinition], splits: Sequence[Split]) -
         warn(message)
 
 
-def _scores_table(title: str, results) -> "Table":
-    """Rows models, columns datasets: the primary score to 4 decimals with its 95 % interval beside it."""
+def scores_table(title: str, results: "Sequence[EvaluationResult]") -> "Table":
+    """Rows models, columns datasets: the main metric to 4 decimals with its 95 % interval beside it."""
     from rich.table import Table
 
     datasets = list(dict.fromkeys(r.dataset for r in results))
     models = list(dict.fromkeys(r.model for r in results))
     cells = {(r.model, r.dataset): r.score for r in results}
-    table = Table(title=f"{title} [dim](95 % interval in brackets)[/]", title_justify="left")
+    metric = results[0].main_metric.label
+    table = Table(title=f"{title}: {metric} [dim](95 % interval in brackets)[/]", title_justify="left")
     table.add_column("Model")
     for dataset in datasets:
         table.add_column(dataset, justify="right")
@@ -312,13 +350,13 @@ def animate(
     interactive: Annotated[
         bool, typer.Option("--interactive", help="Show a window with a slider instead of writing a GIF.")
     ] = False,
-    reduction: Annotated[str, typer.Option(help="2-D reduction: umap, pca or tsne.")] = "umap",
+    reduction: Annotated[
+        str, typer.Option(help=f"How to reduce embeddings to 2-D: {', '.join(REDUCERS)} (any letter case).")
+    ] = DEFAULT_REDUCTION,
     split: Annotated[Split, typer.Option(help="Which split's images to show.")] = Split.VALIDATION,
 ) -> None:
     """Morph one model's 2-D embedding map of a dataset into another's and save it as a GIF."""
-    from tti_eval.plotting.reduction import get_reducer
-
-    get_reducer(reduction)  # an unknown reduction fails before any work
+    reduction = REDUCERS.canonical_title(reduction)  # an unknown reduction fails before any work
     given = [a for a in (from_model, to_model, dataset) if a]
     if 0 < len(given) < 3:
         raise TTIEvalError("Give all three of FROM_MODEL TO_MODEL DATASET, or none of them to pick interactively.")

@@ -11,12 +11,18 @@ from torch.utils.data import Dataset as TorchDataset
 from tti_eval.common.base import Split
 from tti_eval.common.registry import call_setup
 from tti_eval.common.settings import get_settings
+from tti_eval.dataset.images import decode_image
 
 DEFAULT_TEMPLATES = ("An image of a {}",)  # the original tool's single prompt, so its caches stay comparable
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 
 class Dataset(TorchDataset, ABC):
+    # Set by the build engine when the user allows reduced-resolution decoding (`tti-eval build --draft`): images may
+    # then be decoded smaller, as long as both sides keep at least this many pixels. Types that cannot honour it
+    # simply ignore it.
+    min_image_size: int | None = None
+
     def __init__(
         self,
         title: str,
@@ -48,7 +54,10 @@ class Dataset(TorchDataset, ABC):
 
     @abstractmethod
     def get_image_and_label(self, index: int) -> tuple[Image.Image, int]:
-        """The index-th item as an RGB PIL image and its class index into `class_names`."""
+        """The index-th item as an 8-bit RGB PIL image and its class index into `class_names`.
+
+        Decode files with `tti_eval.dataset.images.decode_image`, so that unusual modes and broken files are handled
+        the same way in every type."""
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image, label = self.get_image_and_label(index)
@@ -95,5 +104,4 @@ class ImageFileDataset(Dataset, ABC):
 
     def get_image_and_label(self, index: int) -> tuple[Image.Image, int]:
         path, label = self._items[index]
-        with Image.open(path) as image:
-            return image.convert("RGB"), label
+        return decode_image(path, str(path), self.title, self.min_image_size), label

@@ -44,15 +44,19 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
 
 
 class ImageBatchCollator:
-    """DataLoader `collate_fn`: one preprocessing call per batch, never one per image."""
+    """DataLoader `collate_fn`: one preprocessing call per batch, never one per image.
+
+    Items that could not be read (`{"bad": name, "reason": ...}`) pass through as `bad`, so the process that owns
+    the build decides whether to stop or skip them; `pixel_values` is None when no image of the batch was read."""
 
     def __init__(self, preprocess: ImagePreprocessor):
         self.preprocess = preprocess
 
-    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        images = [item["image"] for item in items]
-        labels = torch.tensor([int(item["label"]) for item in items], dtype=torch.long)
-        return {"pixel_values": self.preprocess(images), "labels": labels}
+    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        good = [item for item in items if "bad" not in item]
+        labels = torch.tensor([int(item["label"]) for item in good], dtype=torch.long)
+        pixel_values = self.preprocess([item["image"] for item in good]) if good else None
+        return {"pixel_values": pixel_values, "labels": labels, "bad": [item for item in items if "bad" in item]}
 
 
 def _normalized_numpy(features: torch.Tensor) -> np.ndarray:
@@ -109,6 +113,12 @@ class Model(ABC):
     @abstractmethod
     def _encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """Raw text features [T, D] on any device."""
+
+    def image_input_size(self) -> int | None:
+        """The shorter side, in pixels, of the images the network takes (224 for most CLIPs), or None if unknown.
+
+        Known, it lets the engine decode large JPEGs at reduced resolution on request (`draft_decode`)."""
+        return None
 
     def get_collate_fn(self) -> ImageBatchCollator:
         return ImageBatchCollator(self.get_image_preprocessor())

@@ -9,6 +9,7 @@ from PIL import Image
 from tti_eval.common.base import Split
 from tti_eval.common.errors import DefinitionError, TTIEvalError
 from tti_eval.dataset.base import Dataset
+from tti_eval.dataset.images import decode_image
 from tti_eval.dataset.spec import check_no_loading_script, local_source
 from tti_eval.dataset.splits import CARVABLE_SPLITS, select_carved_split
 
@@ -49,7 +50,9 @@ class HFDataset(Dataset):
                 f"Column '{target_feature}' of dataset '{self.title}' holds {type(label_feature).__name__} values, "
                 "not one class per image; set 'target_feature' to a single-label column."
             )
-        self._rows = self._select_split(splits).select_columns([self._image_column, target_feature])
+        # Undecoded: `decode_image` reads each row's file or bytes, as for every other dataset type.
+        rows = self._select_split(splits).select_columns([self._image_column, target_feature])
+        self._rows = rows.cast_column(self._image_column, datasets.Image(decode=False))
 
     def _load(self, **load_kwargs: Any) -> datasets.DatasetDict:
         local = self._local = local_source(self.title_in_source)
@@ -115,4 +118,6 @@ class HFDataset(Dataset):
         label = row[self._target]
         if self._label_index is not None:
             label = self._label_index[label]
-        return row[self._image_column].convert("RGB"), int(label)
+        image = row[self._image_column]  # {"bytes": ..., "path": ...}; either may be missing
+        item = image["path"] or f"#{index} of the {self.split.value} split"
+        return decode_image(image["bytes"] or image["path"], item, self.title, self.min_image_size), int(label)
