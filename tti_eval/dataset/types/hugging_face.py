@@ -8,6 +8,7 @@ from PIL import Image
 
 from tti_eval.common.base import Split
 from tti_eval.common.errors import DefinitionError, TTIEvalError
+from tti_eval.common.hub import require_hub
 from tti_eval.dataset.base import Dataset
 from tti_eval.dataset.images import decode_image
 from tti_eval.dataset.spec import check_no_loading_script, local_source
@@ -59,6 +60,8 @@ class HFDataset(Dataset):
         if local:
             check_no_loading_script(self.title, local)
         source = str(local) if local else self.title_in_source
+        if not local:
+            require_hub(f"Dataset '{self.title}'", source)
         try:
             loaded = datasets.load_dataset(source, cache_dir=str(self.cache_dir), **load_kwargs)
         except (OSError, ValueError, datasets.exceptions.DatasetNotFoundError) as e:

@@ -11,6 +11,7 @@ from transformers import AutoModel, AutoProcessor, AutoTokenizer
 from transformers.image_processing_base import ImageProcessingMixin
 
 from tti_eval.common.errors import TTIEvalError
+from tti_eval.common.hub import require_hub
 from tti_eval.model.base import Model
 from tti_eval.model.spec import looks_like_local_path
 
@@ -46,6 +47,8 @@ class HFModel(Model):
                 f"Model '{self.title}': the directory '{source}' does not exist; fix title_in_source in its definition."
             )
         location = str(local) if local.is_dir() else source
+        if not local.is_dir():
+            require_hub(f"Model '{self.title}'", source)
         options = {"cache_dir": self.cache_dir, "trust_remote_code": trust_remote_code}
         try:
             self.model = AutoModel.from_pretrained(location, dtype=torch.float32, **options)

@@ -18,6 +18,7 @@ from huggingface_hub import constants as hub_constants
 from PIL import Image
 
 from tti_eval.common.errors import DefinitionError, TTIEvalError
+from tti_eval.common.hub import require_hub
 from tti_eval.model.base import Model, model_cache_dir
 
 OPEN_CLIP_CONFIGS_PATH = Path(__file__).resolve().parent.parent / "open_clip_configs"
@@ -130,6 +131,8 @@ class OpenCLIPModel(Model):
             check_open_clip_source(name, pretrained, model_config_path)
         except DefinitionError as e:
             raise DefinitionError(f"Model '{self.title}': {str(e).rstrip('.')}; fix it in its definition.") from None
+        if name.startswith("hf-hub:") or (pretrained and not Path(pretrained).is_file()):
+            require_hub(f"Model '{self.title}'", name if name.startswith("hf-hub:") else f"{name} ({pretrained})")
         try:
             self.model, _, transform = open_clip.create_model_and_transforms(
                 name, pretrained=pretrained, device=self.device, cache_dir=str(self.cache_dir), weights_only=True
