@@ -11,6 +11,7 @@ from rich.console import Console
 from tti_eval.common.errors import TTIEvalError
 
 console = Console()
+DEBUG = False  # set by the global --debug option: errors keep their traceback instead of becoming one line
 err_console = Console(stderr=True)
 
 P = ParamSpec("P")
@@ -63,6 +64,8 @@ def user_errors(command: Callable[P, R]) -> Callable[P, R]:
         try:
             return command(*args, **kwargs)
         except TTIEvalError as e:
+            if DEBUG:
+                raise
             raise fail(str(e)) from None
         except KeyboardInterrupt:
             raise fail(
