@@ -43,7 +43,6 @@ ORIGINAL_PUBLIC_NAMES = {
         "ZeroShotClassifier",
     ],
     "tti_eval.evaluation.base": ["ClassificationModel", "EvaluationModel"],
-    "tti_eval.evaluation.evaluator": ["run_evaluation"],
     "tti_eval.evaluation.knn": ["WeightedKNNClassifier"],
     "tti_eval.evaluation.utils": ["normalize", "softmax"],
     "tti_eval.model": ["Model", "ModelProvider"],

@@ -16,6 +16,7 @@ from .main import (
     EvaluatorOption,
     ModelDatasetOption,
     ScoredSplit,
+    SearchOption,
     SplitOption,
     app,
     per_class_table,
@@ -49,13 +50,16 @@ def compare(
     per_class: Annotated[
         bool, typer.Option("--per-class", help="Also show each class's recall for the compared models side by side.")
     ] = False,
+    search: SearchOption = "auto",
 ) -> None:
     """Rank models on the same images: paired differences to the best, Holm-adjusted p, ties with the best."""
     from tti_eval.comparison import compare_results, save_comparison
+    from tti_eval.evaluation._approximate import parse_search
 
     evaluators = select_evaluators(evaluator)
+    search_mode = parse_search(search)  # a misspelt mode fails before any work
     pairs, missing = select_pairs(model_dataset, all_, scored_splits(split), "compare")
-    run = run_with_progress(evaluators, pairs, split)
+    run = run_with_progress(evaluators, pairs, split, search_mode)
     comparison = compare_results(run.results, alpha=alpha, on_problem=warn)
     print_comparison(comparison, per_class)
     if save and comparison.groups:

@@ -53,7 +53,8 @@ def _outcome() -> np.ndarray | None:
 
 @dataclass(frozen=True)
 class EvaluationResult:
-    """All metrics of one evaluator on one (model, dataset) pair; `note` says anything that qualifies them.
+    """All metrics of one evaluator on one (model, dataset) pair; `note` says anything that qualifies them, and
+    `approximate` that they come from an approximate neighbour search (whose recall the note gives).
 
     The per-item outcomes the metrics were computed from are kept, as plain numpy arrays, so that paired comparisons
     between models on the same images need no re-run (arrays an evaluator does not produce are None):
@@ -69,7 +70,6 @@ class EvaluationResult:
     test), the evaluator's `params` (defaults included) and any it `chose` (e.g. the linear probe's C), the number of
     train and scored images, the `class_names`, each cached split's stored `fingerprints` (None for a split without
     one), and, for a classifier, its `per_class` recall (with interval), precision, support and confusion matrix.
-    `approximate` says the scores come from an approximate neighbour search (whose recall the note gives).
     """
 
     model: str
@@ -78,6 +78,7 @@ class EvaluationResult:
     main_metric: Metric
     metrics: dict[str, Score]
     note: str = ""
+    approximate: bool = False
     labels: np.ndarray | None = _outcome()
     predictions: np.ndarray | None = _outcome()
     top5_hits: np.ndarray | None = _outcome()
@@ -90,7 +91,6 @@ class EvaluationResult:
     class_names: tuple[str, ...] | None = None
     fingerprints: dict[str, dict[str, Any] | None] = field(default_factory=dict, repr=False)
     per_class: "PerClassResult | None" = field(default=None, repr=False)
-    approximate: bool = False
 
     @property
     def score(self) -> Score:

@@ -15,6 +15,8 @@ from tti_eval.common.cache import build_command, embeddings_exist, load_embeddin
 from tti_eval.common.errors import CacheError, TTIEvalError
 from tti_eval.common.vectors import check_vectors
 
+from ._approximate import Search, approximate_neighbours, is_approximate
+from ._collapse import collapse_note
 from ._metrics import CONFIDENCE, N_RESAMPLES, SEED, EvaluationResult
 from .base import EvaluationModel
 
@@ -41,6 +43,7 @@ def evaluate_embeddings(
     class_names: Sequence[str] | None = None,
     n_resamples: int = N_RESAMPLES,
     seed: int = SEED,
+    search: str | Search = Search.AUTO,
     on_evaluator: Callable[[int, str], None] | None = None,
 ) -> EvaluationRun:
     """Run `evaluators` on one pair of splits; `params` maps an evaluator's title to its parameters (a parameter it
@@ -49,10 +52,12 @@ def evaluate_embeddings(
     `validation` is the scored split, named by `split`; when it is the test split, `tuning` (the validation split)
     goes to the evaluators that choose hyper-parameters on it. Evaluators that read nearest neighbours (wKNN, I2IR)
     share one search of the pair, sized for the largest k each direction needs, so the distances between the two
-    sets are computed once. Classifier results carry their per-class figures.
+    sets are computed once. `search` is exact, approximate or auto (exact below `EXACT_LIMIT` multiply-adds); an
+    approximate search marks its results and notes its recall. Classifier results carry their per-class figures.
     """
-    from .neighbours import search_neighbours  # imports faiss
+    from ._neighbours import search_neighbours  # imports faiss
 
+    approximate = is_approximate(search, len(train.images), len(validation.images), train.images.shape[-1])
     settings = _settings(evaluators, params)
     pair = f"{model}/{dataset}" if model or dataset else "these embeddings"
     try:  # report bad vectors once for the pair, rather than as one identical complaint per evaluator
@@ -62,7 +67,8 @@ def evaluate_embeddings(
         return EvaluationRun([], [f"{pair} was not evaluated: {_clause(error)}"])
     requests = [e.spec.neighbour_request(settings[e.title()]) for e in evaluators]
     k_val_to_train, k_train_to_val = (max((r[i] for r in requests), default=0) for i in (0, 1))
-    shared = None
+    shared, search_notes = None, {}
+    collapsed = collapse_note(train.images, validation.images, seed=seed)
     results: list[EvaluationResult] = []
     problems: list[str] = []
     for index, (evaluator_type, request) in enumerate(zip(evaluators, requests, strict=True)):
@@ -75,7 +81,11 @@ def evaluate_embeddings(
         kwargs = settings[title].model_dump()
         try:
             if any(request):
-                if shared is None:
+                if shared is None and approximate:
+                    shared, search_notes = approximate_neighbours(
+                        train.images, validation.images, k_val_to_train, k_train_to_val, seed=seed
+                    )
+                elif shared is None:
                     shared = search_neighbours(train.images, validation.images, k_val_to_train, k_train_to_val)
                 kwargs["neighbours"] = shared
             if tuning is not None and evaluator_type.spec.tunes_on_validation:
@@ -85,13 +95,14 @@ def evaluate_embeddings(
         except TTIEvalError as error:
             problems.append(f"{title} failed on {pair}: {_clause(error)}")
             continue
+        searched = [search_notes[direction] for direction, k in enumerate(request) if k and direction in search_notes]
         result = EvaluationResult(
             model,
             dataset,
             title,
             evaluator_type.spec.main_metric,
             metrics,
-            " ".join(evaluator.notes),
+            " ".join(part for part in (*evaluator.notes, *searched, collapsed) if part),
             **evaluator.outcomes(),
             split=Split(split).value,
             params=settings[title].model_dump(mode="json"),
@@ -99,6 +110,7 @@ def evaluate_embeddings(
             n_train=len(train.images),
             n_scored=len(validation.images),
             class_names=tuple(class_names) if class_names else None,
+            approximate=bool(searched),
         )
         results.append(with_per_class(result, n_resamples, seed))
     return EvaluationRun(results, problems)
@@ -126,6 +138,7 @@ def run_evaluation(
     split: Split | str = Split.VALIDATION,
     n_resamples: int = N_RESAMPLES,
     seed: int = SEED,
+    search: str | Search = Search.AUTO,
     progress: ProgressCallback | None = None,
 ) -> EvaluationRun:
     """Evaluate every cached pair in `definitions` with every evaluator: train fits, `split` (validation, the
@@ -164,6 +177,7 @@ def run_evaluation(
             class_names=class_names,
             n_resamples=n_resamples,
             seed=seed,
+            search=search,
             on_evaluator=_step_reporter(progress, position * len(evaluators), total, definition),
         )
         fingerprints = {s.value: metadata[s].get("fingerprint") for s in read}
