@@ -21,9 +21,7 @@ from .main import (
     app,
     per_class_table,
     run_with_progress,
-    scored_splits,
-    select_evaluators,
-    select_pairs,
+    select_work,
 )
 
 if TYPE_CHECKING:
@@ -54,11 +52,8 @@ def compare(
 ) -> None:
     """Rank models on the same images: paired differences to the best, Holm-adjusted p, ties with the best."""
     from tti_eval.comparison import compare_results, save_comparison
-    from tti_eval.evaluation._approximate import parse_search
 
-    evaluators = select_evaluators(evaluator)
-    search_mode = parse_search(search)  # a misspelt mode fails before any work
-    pairs, missing = select_pairs(model_dataset, all_, scored_splits(split), "compare")
+    evaluators, search_mode, pairs, missing = select_work(evaluator, search, model_dataset, all_, split, "compare")
     run = run_with_progress(evaluators, pairs, split, search_mode)
     comparison = compare_results(run.results, alpha=alpha, on_problem=warn)
     print_comparison(comparison, per_class)

@@ -277,6 +277,23 @@ def select_evaluators(titles: list[str] | None) -> list:
     return list(dict.fromkeys([get_evaluator(title) for title in titles or []] or list(EVALUATORS.values())))
 
 
+def select_work(
+    evaluator: list[str] | None,
+    search: str,
+    model_dataset: list[str] | None,
+    all_: bool,
+    split: "ScoredSplit",
+    verb: str,
+) -> tuple[list, str, list[EmbeddingDefinition], bool]:
+    """What `evaluate` and `compare` run: the evaluators, the search mode (both checked before any work), and
+    `select_pairs`' pairs with all splits that scoring `split` reads."""
+    from tti_eval.evaluation._approximate import parse_search
+
+    evaluators = select_evaluators(evaluator)
+    search_mode = parse_search(search)
+    return evaluators, search_mode, *select_pairs(model_dataset, all_, scored_splits(split), verb)
+
+
 def select_pairs(
     model_dataset: list[str] | None, all_: bool, splits: Sequence[Split], verb: str
 ) -> tuple[list[EmbeddingDefinition], bool]:
@@ -367,11 +384,7 @@ def evaluate(
     search: SearchOption = "auto",
 ) -> None:
     """Score cached embeddings with every evaluator (or those chosen with -e), with 95 % bootstrap intervals."""
-    from tti_eval.evaluation._approximate import parse_search
-
-    evaluators = select_evaluators(evaluator)
-    search_mode = parse_search(search)  # a misspelt mode fails before any work
-    pairs, missing = select_pairs(model_dataset, all_, scored_splits(split), "evaluate")
+    evaluators, search_mode, pairs, missing = select_work(evaluator, search, model_dataset, all_, split, "evaluate")
     params = {LinearProbeClassifier.title(): {"cross_validate": True}} if cross_validate else None
     run = run_with_progress(evaluators, pairs, split, search_mode, params)
     for title in (e.title() for e in evaluators):

@@ -9,7 +9,6 @@ every pair of models is tested on each dataset (Holm over all pairs of that data
 import hashlib
 import json
 import math
-import platform
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -18,11 +17,9 @@ from itertools import combinations
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import scipy
 from natsort import natsort_keygen, ns
 from scipy.stats import rankdata
 
-import tti_eval
 from tti_eval.common.errors import TTIEvalError
 from tti_eval.evaluation import CONFIDENCE, N_RESAMPLES, SEED
 
@@ -320,6 +317,8 @@ def compare_models(
 
     A group whose models did not score the same images raises `TTIEvalError`, or, given `on_unpairable`, is left
     out and its sentence passed to it, so the other groups are still compared."""
+    from tti_eval.provenance import run_versions  # here, not at import: it loads the model and dataset providers
+
     grouped: dict[tuple[str, str, str], list[ModelOutcomes]] = defaultdict(list)
     for item in outcomes:
         grouped[(item.dataset, item.evaluator, item.split)].append(item)
@@ -345,12 +344,7 @@ def compare_models(
         confidence=confidence,
         n_resamples=n_resamples,
         seed=seed,
-        versions={
-            "python": platform.python_version(),
-            "tti-eval": tti_eval.__version__,
-            "numpy": np.__version__,
-            "scipy": scipy.__version__,
-        },
+        versions=run_versions(),
         groups=groups,
         leaderboards=[_leaderboard(board_groups, verdicts) for board_groups, verdicts in by_board.values()],
     )

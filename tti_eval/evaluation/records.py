@@ -7,7 +7,6 @@ of a saved evaluation without the cache. Its schema (`sources/evaluation-schema.
 models by `python -m tti_eval.schemas`.
 """
 
-import platform
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,16 +15,12 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-import tti_eval
 from tti_eval.common.atomic import atomic_write
 from tti_eval.common.errors import TTIEvalError
 from tti_eval.comparison.results import PerClassResult
-from tti_eval.provenance import library_versions, package_versions
+from tti_eval.provenance import run_versions
 
 from ._metrics import CONFIDENCE, N_RESAMPLES, SEED, EvaluationResult, Metric, Score
-
-# Libraries that compute the scores from the embeddings (those that embed are in `library_versions`).
-SCORING_LIBRARIES = ("numpy", "scipy", "scikit-learn", "faiss-cpu", "faiss-gpu")
 
 
 class _Frozen(BaseModel):
@@ -170,18 +165,12 @@ def evaluation_file(
     seed: int = SEED,
     confidence: float = CONFIDENCE,
 ) -> EvaluationFile:
-    versions = {
-        "python": platform.python_version(),
-        "tti-eval": tti_eval.__version__,
-        **package_versions(SCORING_LIBRARIES),
-        **library_versions(),
-    }
     return EvaluationFile(
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         seed=seed,
         n_resamples=n_resamples,
         confidence=confidence,
-        versions=versions,
+        versions=run_versions(),
         results=[to_record(result) for result in results],
     )
 
