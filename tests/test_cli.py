@@ -57,7 +57,7 @@ def test_evaluate_prints_tables_and_saves_csv_and_charts(cli_env):
     assert {(r["Model"], r["Classifier"], r["Metric"]) for r in rows} == {
         (m, t, e.spec.main_metric.label) for m in MODELS for t, e in EVALUATORS.items()
     }
-    charts = sorted((cli_env / "evaluations").glob("eval_*.png"))
+    charts = sorted(p for p in (cli_env / "evaluations").glob("eval_*.png") if not p.stem.endswith("_confusion"))
     assert len(charts) == len(EVALUATORS) and all(Image.open(c).size[0] > 300 for c in charts)
 
 
@@ -289,3 +289,15 @@ def test_evaluate_models_times_datasets_and_a_suite(cli_env, tmp_path):
 def test_consistent_options(cli_env, args, expected):
     result = invoke(*args)
     assert expected in " ".join(result.output.split())
+
+
+def test_evaluate_approximate_search_marks_scores_and_notes_recall(cli_env):
+    result = invoke("evaluate", "-md", f"{MODELS[0]}/{DATASET}", "-e", "wknn", "--search", "Approximate", "--save")
+    assert result.exit_code == 0, result.output
+    assert "≈" in result.output and "recall@11" in " ".join(result.output.split())
+    (csv_path,) = (cli_env / "evaluations").glob("eval_*.csv")
+    (row,) = list(csv.DictReader(csv_path.open()))
+    assert "Approximate search (IVF" in row["Note"] and "recall@11" in row["Note"]
+    assert "≈" not in invoke("evaluate", "-md", f"{MODELS[0]}/{DATASET}", "-e", "wknn", "--search", "EXACT").output
+    result = invoke("evaluate", "-md", f"{MODELS[0]}/{DATASET}", "--search", "fast")
+    assert result.exit_code == 1 and "There is no search 'fast'; choose exact, approximate or auto." in result.output

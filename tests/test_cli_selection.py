@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tti_eval.cli.selection import match_titles, select_pairs
+from tti_eval.cli.selection import match_titles, named_pairs
 from tti_eval.common import EmbeddingDefinition, Split
 from tti_eval.common.errors import TTIEvalError
 from tti_eval.schemas import render_schemas
@@ -30,7 +30,7 @@ def test_patterns_match_in_any_letter_case_in_the_order_given():
 
 
 def test_models_times_datasets_after_the_named_pairs():
-    selected = select_pairs(["clip/plants"], ["DIGITS-CLIP*"], ["digits", "plant?"])
+    selected = named_pairs(["clip/plants"], ["DIGITS-CLIP*"], ["digits", "plant?"])
     assert selected == pairs(
         "clip/plants",
         "digits-clip/digits",
@@ -38,7 +38,7 @@ def test_models_times_datasets_after_the_named_pairs():
         "digits-clip-random/digits",
         "digits-clip-random/plants",
     )
-    assert select_pairs() is None  # nothing named: the command offers its picker
+    assert named_pairs() is None  # nothing named: the command offers its picker
 
 
 @pytest.mark.parametrize(
@@ -53,7 +53,7 @@ def test_models_times_datasets_after_the_named_pairs():
 )
 def test_a_selection_that_names_nothing_is_one_sentence(models, datasets, message):
     with pytest.raises(TTIEvalError, match="^" + message.replace("*", r"\*").replace("?", r"\?")):
-        select_pairs(None, models, datasets)
+        named_pairs(None, models, datasets)
 
 
 def test_a_suite_adds_its_cross_product(tmp_path):
@@ -61,9 +61,7 @@ def test_a_suite_adds_its_cross_product(tmp_path):
     path.write_text(json.dumps({"models": ["digits-clip"], "datasets": ["plants", "digits"], "splits": ["TEST"]}))
     suite = Suite.read(path)
     assert suite.splits == [Split.TEST] and suite.evaluators == [] and suite.params == {}
-    assert select_pairs(["clip/plants"], suite=suite) == pairs(
-        "clip/plants", "digits-clip/plants", "digits-clip/digits"
-    )
+    assert named_pairs(["clip/plants"], suite=suite) == pairs("clip/plants", "digits-clip/plants", "digits-clip/digits")
 
 
 @pytest.mark.parametrize(
@@ -86,7 +84,7 @@ def test_a_bad_suite_is_one_sentence_naming_the_file(tmp_path, content, message)
 def test_the_example_suite_is_valid_and_the_schema_up_to_date():
     assert (REPO / "sources" / "suite-schema.json").read_text() == render_schemas()["suite-schema.json"]
     suite = Suite.read(REPO / "examples" / "digits-suite.json")
-    assert select_pairs(suite=suite) == pairs("digits-clip/digits", "digits-clip-random/digits")
+    assert named_pairs(suite=suite) == pairs("digits-clip/digits", "digits-clip-random/digits")
 
 
 def test_reading_the_cache_patterns_stand_for_built_pairs(cache_path):
@@ -97,7 +95,7 @@ def test_reading_the_cache_patterns_stand_for_built_pairs(cache_path):
             embedding_path(pair, split).parent.mkdir(parents=True, exist_ok=True)
             embedding_path(pair, split).write_bytes(b"")
     reading = (Split.TRAIN, Split.VALIDATION)
-    assert select_pairs(None, ["*"], ["dig*"], cached_splits=reading) == pairs("digits-clip/digits", "old-model/digits")
+    assert named_pairs(None, ["*"], ["dig*"], cached_splits=reading) == pairs("digits-clip/digits", "old-model/digits")
     # both titles named: kept, so evaluate can say how to build it
-    assert select_pairs(None, ["CLIP"], ["digits"], cached_splits=reading) == pairs("clip/digits")
-    assert len(select_pairs(None, ["*"], ["dig*"])) > 2  # building, patterns stand for every definition
+    assert named_pairs(None, ["CLIP"], ["digits"], cached_splits=reading) == pairs("clip/digits")
+    assert len(named_pairs(None, ["*"], ["dig*"])) > 2  # building, patterns stand for every definition

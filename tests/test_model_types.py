@@ -18,7 +18,7 @@ from tests.fixtures.models import TINY_CONTEXT_LENGTH, TINY_OPENCLIP_ARCHITECTUR
 from tti_eval.common.errors import TTIEvalError
 from tti_eval.common.settings import builtin_sources_path
 from tti_eval.model import Model, ModelProvider
-from tti_eval.model.provider import BUILTIN_MODEL_TYPES
+from tti_eval.model.spec import BUILTIN_MODEL_TYPES
 from tti_eval.model.types.hugging_face import HFModel
 from tti_eval.model.types.open_clip_model import LocalCLIPModel, OpenCLIPModel
 
@@ -204,7 +204,7 @@ BROKEN_DEFINITIONS = {
     "local-clip-pretrained": (LocalCLIPModel, {"pretrained": "{tmp}/x.pt"}, "checkpoint_path, not pretrained"),
     "missing-model-config": (OpenCLIPModel, {"model_config_path": "{tmp}/arch.json"}, "{tmp}/arch.json"),
     "missing-local-dir": (OpenCLIPModel, {"title_in_source": "local-dir:{tmp}/none"}, "{tmp}/none"),
-    "unknown-architecture": (OpenCLIPModel, {"title_in_source": "ViT-B-322"}, "did you mean ViT-B-32"),
+    "unknown-architecture": (OpenCLIPModel, {"title_in_source": "ViT-B-322"}, "Did you mean 'ViT-B-32'"),
     "bad-pretrained-tag": (OpenCLIPModel, {"title_in_source": "ViT-B-32", "pretrained": "laion9"}, "laion2b_e16"),
     "offline-openclip-hub": (OpenCLIPModel, {"title_in_source": "hf-hub:tti-eval-nobody/none"}, "HF_HUB_OFFLINE"),
     "missing-hf-dir": (HFModel, {"title_in_source": "{tmp}/no-such-dir"}, "{tmp}/no-such-dir"),
@@ -222,8 +222,8 @@ def test_user_errors_are_one_sentence(tiny_models: dict[str, TinyModel], tmp_pat
             valid["checkpoint_path"] = local["checkpoint_path"]
         fields = valid | fields
     title = f"broken-{case}"
-    ModelProvider.register_model(model_class, title, **{k: v.format(tmp=tmp_path) for k, v in fields.items()})
-    with pytest.raises(TTIEvalError) as error:
+    with pytest.raises(TTIEvalError) as error:  # refused when registered (a field its type rejects) or when loaded
+        ModelProvider.register_model(model_class, title, **{k: v.format(tmp=tmp_path) for k, v in fields.items()})
         ModelProvider.get_model(title)
     message = str(error.value)
     assert expected.format(tmp=tmp_path) in message

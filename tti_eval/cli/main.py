@@ -5,7 +5,8 @@ the commands that need them, so `--help` and `list` answer at once.
 """
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Annotated
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, NamedTuple
 
 import typer
 
@@ -17,16 +18,27 @@ from tti_eval.evaluation import EVALUATORS, LinearProbeClassifier
 from tti_eval.model import ModelProvider
 from tti_eval.plotting.reduction import DEFAULT_REDUCTION, REDUCERS
 
+from . import console as console_module
 from .console import configure_logging, console, user_errors, warn
-from .selection import DatasetOption, ModelDatasetOption, ModelOption, SuiteOption, parse_pairs, select_pairs
+from .selection import (
+    DatasetOption,
+    ModelDatasetOption,
+    ModelOption,
+    Selection,
+    SuiteOption,
+    parse_pairs,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.progress import Progress
     from rich.table import Table
 
-    from tti_eval.evaluation import EvaluationResult
-    from tti_eval.model.base import Model
+    from tti_eval.comparison.results import PerClassResult
+    from tti_eval.compute import BuildProgress, PairBuild
+    from tti_eval.evaluation import EvaluationResult, EvaluationRun
     from tti_eval.provenance import SplitState
+    from tti_eval.suite import Suite
 
 app = typer.Typer(
     name="tti-eval",
@@ -49,6 +61,9 @@ def _print_version(asked: bool) -> None:
 
 @app.callback()
 def main(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the full traceback of any error instead of its one-line message.")
+    ] = False,
     version: Annotated[
         bool,
         typer.Option("--version", "-V", callback=_print_version, is_eager=True, help="Print the version and exit."),
@@ -56,10 +71,12 @@ def main(
 ) -> None:
     """Evaluate text-image embedding models on your own image-classification data."""
     configure_logging()
+    console_module.DEBUG = debug
 
 
 def _report_definition_problems() -> None:
-    for problem in [*ModelProvider.registry.problems, *DatasetProvider.registry.problems]:
+    # dict.fromkeys: a TTI_EVAL_SOURCES_PATH problem is found by both registries but said once
+    for problem in dict.fromkeys([*ModelProvider.registry.problems, *DatasetProvider.registry.problems]):
         warn(problem)
 
 
@@ -80,11 +97,9 @@ def _pick_pairs_to_build(include_existing: bool, by_dataset: bool, splits: list[
         dataset = pick_one(DatasetProvider.list_dataset_titles(), "Pick a dataset")
         models = ModelProvider.list_model_titles()
         new = [m for m in models if is_new(EmbeddingDefinition(model=m, dataset=dataset))]
-        hidden = f"{len(models) - len(new)} already built, hidden (--include-existing shows them)"
-        return [
-            EmbeddingDefinition(model=m, dataset=dataset)
-            for m in pick_some(new, f"Pick models for {dataset}", f"({hidden})" if len(new) < len(models) else "")
-        ]
+        hidden = f"({len(models) - len(new)} already built, hidden: --include-existing shows them)"
+        picked = pick_some(new, f"Pick models for {dataset}", hidden if len(new) < len(models) else "")
+        return [EmbeddingDefinition(model=m, dataset=dataset) for m in picked]
     candidates = all_pairs()
     new = [p for p in candidates if is_new(p)]
     return pick_pairs(new, "Pick model/dataset pairs to build", hidden=len(candidates) - len(new))
@@ -135,95 +150,89 @@ def build(
     ] = False,
 ) -> None:
     """Compute and cache image and class embeddings for model/dataset pairs."""
-    from tti_eval.compute import DEFAULT_SPLITS
-    from tti_eval.suite import Suite
+    from tti_eval.compute import DEFAULT_SPLITS, build_pairs
 
-    suite_ = Suite.read(suite) if suite else None
+    selection = Selection(model_dataset, model, dataset, suite)
+    suite_ = selection.suite()
     splits = list(dict.fromkeys(split or (suite_.splits if suite_ else None) or DEFAULT_SPLITS))
     if Split.ALL in splits:  # nothing reads a combined split: each split is built and evaluated on its own
         raise TTIEvalError("Build splits one by one: --split train --split validation (add --split test if needed).")
     _report_definition_problems()
-    pairs = select_pairs(model_dataset, model, dataset, suite=suite_)
+    pairs = selection.pairs(suite_)
     if pairs is None:
         pairs = _pick_pairs_to_build(include_existing, by_dataset, splits)
     if not pairs:
         console.print("Nothing to build.")
         return
     skipped: list[tuple[str, str]] = []
-    failed = _build_pairs(
-        pairs,
-        splits,
-        overwrite=overwrite,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        device=device,
-        skip_bad_images=skip_bad_images,
-        draft_decode=draft_decode,
-        on_skip=lambda image, reason: skipped.append((image, reason)),
-    )
+    with _build_progress() as progress:
+        run = build_pairs(
+            pairs,
+            splits,
+            overwrite=overwrite,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            device=device,
+            progress=_draw_build_step(progress),
+            on_pair=lambda outcome: _print_pair(progress.console, outcome),
+            on_note=lambda pair, split, text: progress.console.print(
+                f"[dim]•[/] {pair} ({split.value}) {text}", highlight=False
+            ),
+            skip_bad_images=skip_bad_images,
+            on_skip=lambda image, reason: skipped.append((image, reason)),
+            draft_decode=draft_decode,
+            reraise=console_module.DEBUG,
+        )
     if skipped:
         console.print(f"[yellow]Skipped {len(skipped)} unreadable images[/] (recorded in each split's metadata):")
         for image, reason in skipped:
             console.print(f"  {image} ({reason})", highlight=False, markup=False)
-    if failed:
+    if run.failed:
         raise typer.Exit(1)
 
 
-def _load_once(title: str, device: str | None, console: "Console") -> Callable[[], "Model"]:
-    """A loader that loads the model on first use and gives every later pair the same model, or the same failure
-    (a hub that timed out once is not asked again for each dataset)."""
-    outcome: list = []
+def _build_progress() -> "Progress":
+    """One bar per (pair, split) with images/s and ETA; transient, so only the ✓/✗ lines stay on screen."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+    from rich.text import Text
 
-    def load() -> "Model":
-        if not outcome:
-            console.print(f"Loading model [bold]{title}[/] …")
-            try:
-                outcome.append(ModelProvider.get_model(title, device=device))
-            except Exception as e:
-                outcome.append(e)
-        if isinstance(outcome[0], Exception):
-            raise outcome[0]
-        return outcome[0]
+    class ImagesPerSecond(ProgressColumn):
+        def render(self, task) -> Text:
+            return Text(f"{task.speed:,.1f} img/s" if task.speed else "… img/s", style="progress.data.speed")
 
-    return load
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), ImagesPerSecond())
+    return Progress(*columns, TimeRemainingColumn(), console=console, transient=True)
 
 
-def _build_pairs(pairs: list[EmbeddingDefinition], splits: list[Split], **options) -> int:
-    """Build each pair; a pair that fails is reported in one sentence and the others still build."""
-    from tti_eval.compute import build_embeddings, new_progress
+def _draw_build_step(progress: "Progress") -> Callable[["BuildProgress"], None]:
+    tasks: dict[tuple, int] = {}
 
-    failed = 0
-    device = options.pop("device")
-    with new_progress() as progress:
-        # Pairs of one model run back to back and share one loader, so each model is loaded at most once.
-        for model_title in dict.fromkeys(pair.model for pair in pairs):
-            load_model = _load_once(model_title, device, progress.console)
-            for pair in (p for p in pairs if p.model == model_title):
+    def draw(step: "BuildProgress") -> None:
+        if step.split is None:
+            progress.console.print(f"Loading model [bold]{step.pair.model}[/] …")
+            return
+        key = (step.pair, step.split)
+        if key not in tasks:
+            tasks[key] = progress.add_task(f"{step.pair} ({step.split.value})", total=step.total)
+        progress.update(tasks[key], completed=step.done)
+        if step.done >= step.total:
+            progress.remove_task(tasks.pop(key))
 
-                def note(split: Split, text: str, pair: EmbeddingDefinition = pair) -> None:
-                    progress.console.print(f"[dim]•[/] {pair} ({split.value}) {text}", highlight=False)
-
-                try:
-                    built = build_embeddings(
-                        pair, splits, load_model=load_model, progress=progress, on_note=note, **options
-                    )
-                except TTIEvalError as e:
-                    failed += 1
-                    progress.console.print(f"[bold red]✗[/] {pair}: {e}", highlight=False)
-                    continue
-                except Exception as e:  # one broken pair must not stop the others
-                    failed += 1
-                    progress.console.print(f"[bold red]✗[/] {pair}: {type(e).__name__}: {e}", highlight=False)
-                    continue
-                for s, result in built.items():
-                    status = "[green]built[/]" if result is not None else "[dim]already cached[/]"
-                    progress.console.print(f"[green]✓[/] {pair} ({s.value}) {status}", highlight=False)
-    return failed
+    return draw
 
 
-def cached_pairs(split: Split | None = None) -> list[EmbeddingDefinition]:
-    """Pairs whose train and validation embeddings are cached (or, given a split, that split)."""
-    wanted = {split} if split else {Split.TRAIN, Split.VALIDATION}
+def _print_pair(out: "Console", outcome: "PairBuild | str") -> None:
+    if isinstance(outcome, str):
+        out.print(f"[bold red]✗[/] {outcome}", highlight=False)
+        return
+    for split, built in outcome.built.items():
+        status = "[green]built[/]" if built else "[dim]already cached[/]"
+        out.print(f"[green]✓[/] {outcome.pair} ({split.value}) {status}", highlight=False)
+
+
+def cached_pairs(*splits: Split) -> list[EmbeddingDefinition]:
+    """Pairs whose train and validation embeddings are cached (or, given splits, those splits)."""
+    wanted = set(splits) or {Split.TRAIN, Split.VALIDATION}
     return [pair for pair, splits in list_cached().items() if wanted <= set(splits)]
 
 
@@ -235,49 +244,102 @@ def _cross_validate_help(defaults: dict) -> str:
     )
 
 
-@app.command()
-@user_errors
-def evaluate(
-    model_dataset: ModelDatasetOption = None,
-    model: ModelOption = None,
-    dataset: DatasetOption = None,
-    suite: SuiteOption = None,
-    all_: Annotated[bool, typer.Option("--all", "-a", help="Evaluate every cached pair.")] = False,
-    save: Annotated[bool, typer.Option("--save", "-s", help="Write the scores to a CSV in the output folder.")] = False,
-    evaluator: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--evaluator",
-            "-e",
-            help="; ".join(f"{title}: {e.spec.description}" for title, e in EVALUATORS.items())
-            + ". Repeat for more. Default: all.",
-        ),
-    ] = None,
-    plot: Annotated[bool, typer.Option("--plot", help="Save a bar chart PNG per evaluator next to the CSV.")] = False,
-    cross_validate: Annotated[
-        bool,
-        typer.Option("--cross-validate", help=_cross_validate_help(LinearProbeClassifier.get_default_params())),
-    ] = False,
-) -> None:
-    """Score cached embeddings with every evaluator (or those chosen with -e), with 95 % bootstrap intervals."""
-    from rich.progress import Progress
+EvaluatorOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--evaluator",
+        "-e",
+        help="; ".join(f"{title}: {e.spec.description}" for title, e in EVALUATORS.items())
+        + ". Repeat for more. Default: all.",
+    ),
+]
+AllOption = Annotated[bool, typer.Option("--all", "-a", help="Every cached pair.")]
 
-    from tti_eval.common.cache import build_command
-    from tti_eval.evaluation import get_evaluator, run_evaluation
+SearchOption = Annotated[
+    str,
+    typer.Option(
+        "--search",
+        help="Neighbour search for wKNN and I2IR: exact, approximate (a faiss IVF index; the note gives its "
+        "measured recall) or auto (exact up to 1e12 = n_train × n_val × dim).",
+    ),
+]
 
+
+class ScoredSplit(StrEnum):
+    """The splits a scoring command can score (train is always the one fitted or searched)."""
+
+    VALIDATION = "validation"
+    TEST = "test"
+
+
+SplitOption = Annotated[
+    ScoredSplit,
+    typer.Option(
+        "--split",
+        case_sensitive=False,
+        help="The split to score: validation (the original tool's protocol) or test (held out: the linear probe "
+        "chooses C on validation and refits on train + validation).",
+    ),
+]
+
+
+def scored_splits(split: ScoredSplit) -> tuple[Split, ...]:
+    """The cached splits a run that scores `split` reads: train always, validation always (with test it tunes)."""
+    return (Split.TRAIN, Split.VALIDATION) + ((Split.TEST,) if split == ScoredSplit.TEST else ())
+
+
+def select_evaluators(titles: list[str] | None) -> list:
     # Titles are looked up (in any letter case) when the command runs, so an evaluator a plugin registers after this
     # module loaded is still found, and an unknown one gets the registry's suggestion.
-    from tti_eval.suite import Suite
+    from tti_eval.evaluation import get_evaluator
 
-    suite_ = Suite.read(suite) if suite else None
-    titles = evaluator or (suite_.evaluators if suite_ else None) or []
-    evaluators = list(dict.fromkeys(get_evaluator(title) for title in titles)) or list(EVALUATORS.values())
-    params = dict(suite_.params) if suite_ else {}
+    return list(dict.fromkeys([get_evaluator(title) for title in titles or []] or list(EVALUATORS.values())))
+
+
+class Work(NamedTuple):
+    """What `evaluate` and `compare` run, all checked before any work starts."""
+
+    evaluators: list
+    search: str
+    pairs: list[EmbeddingDefinition]
+    missing: bool  # some named pair lacked a split (its sentence is printed)
+    params: dict[str, dict]  # evaluator parameters by title (a suite's, with --cross-validate merged in)
+
+
+def select_work(
+    evaluator: list[str] | None,
+    search: str,
+    selection: Selection,
+    all_: bool,
+    split: "ScoredSplit",
+    verb: str,
+    cross_validate: bool = False,
+) -> Work:
+    """The evaluators (-e, else the suite's, else all), the search mode, `select_pairs`' pairs with all splits that
+    scoring `split` reads, and the evaluator parameters."""
+    from tti_eval.evaluation._approximate import parse_search
+
+    suite = selection.suite()
+    evaluators = select_evaluators(evaluator or (suite.evaluators if suite else None))
+    search_mode = parse_search(search)
+    params = dict(suite.params) if suite else {}
     if cross_validate:  # merged into the suite's probe parameters, whose key may be in any letter case
         probe = LinearProbeClassifier.title()
         key = next((k for k in params if k.lower() == probe.lower()), probe)
         params[key] = {**params.get(key, {}), "cross_validate": True}
-    named = select_pairs(model_dataset, model, dataset, suite=suite_, cached_splits=(Split.TRAIN, Split.VALIDATION))
+    pairs, missing = select_pairs(selection, suite, all_, scored_splits(split), verb)
+    return Work(evaluators, search_mode, pairs, missing, params)
+
+
+def select_pairs(
+    selection: Selection, suite: "Suite | None", all_: bool, splits: Sequence[Split], verb: str
+) -> tuple[list[EmbeddingDefinition], bool]:
+    """The pairs a scoring command works on (--all, named pairs or a picker) that have all of `splits` cached, and
+    whether some named pair lacked one (each such pair gets a sentence naming the command that builds it). Stale
+    splits are warned about. Exits when nothing is left."""
+    from tti_eval.common.cache import build_command
+
+    named = selection.pairs(suite, splits)
     if all_ and named is not None:
         raise TTIEvalError("Give either --all or named pairs (--model-dataset, --model/--dataset, --suite), not both.")
     if all_:
@@ -288,19 +350,36 @@ def evaluate(
         from .pickers import pick_pairs, require_terminal
 
         require_terminal("pairs")
-        pairs = pick_pairs(cached_pairs(), "Pick model/dataset pairs to evaluate")
-    missing = [p for p in pairs if not all(embeddings_exist(p, s) for s in (Split.TRAIN, Split.VALIDATION))]
-    for pair in missing:
+        pairs = pick_pairs(cached_pairs(), f"Pick model/dataset pairs to {verb}")
+    missing = {p: [s for s in splits if not embeddings_exist(p, s)] for p in pairs}
+    missing = {p: absent for p, absent in missing.items() if absent}
+    for pair, absent in missing.items():
+        names = " and ".join(s.value for s in absent)
+        options = "".join(f" --split {s.value}" for s in absent) if Split.TEST in absent else ""
         console.print(
-            f"[bold red]✗[/] {pair} has no train and validation embeddings; run `{build_command(pair)}` first.",
+            f"[bold red]✗[/] {pair} has no {names} embeddings; run `{build_command(pair)}{options}` first.",
             highlight=False,
         )
     pairs = [p for p in pairs if p not in missing]
-    _warn_stale(pairs, (Split.TRAIN, Split.VALIDATION))
+    _warn_stale(pairs, splits)
     if not pairs:
         if not missing:
-            console.print("No cached pairs to evaluate; build some first with `tti-eval build`.")
+            console.print(f"No cached pairs to {verb}; build some first with `tti-eval build`.")
         raise typer.Exit(1 if missing else 0)
+    return pairs, bool(missing)
+
+
+def run_with_progress(
+    evaluators: list,
+    pairs: list[EmbeddingDefinition],
+    split: ScoredSplit,
+    search: str,
+    params: dict | None = None,
+) -> "EvaluationRun":
+    """`run_evaluation` behind a transient progress bar; its problems are printed as warnings."""
+    from rich.progress import Progress
+
+    from tti_eval.evaluation import run_evaluation
 
     with Progress(transient=True, console=console) as progress:
         task = progress.add_task("Evaluating", total=len(pairs) * len(evaluators))
@@ -308,30 +387,121 @@ def evaluate(
             evaluators,
             pairs,
             params=params,
+            split=split.value,
+            search=search,
             progress=lambda done, total, what: progress.update(task, completed=done, description=what),
         )
     for problem in run.problems:
         warn(problem)
+    return run
+
+
+@app.command()
+@user_errors
+def evaluate(
+    model_dataset: ModelDatasetOption = None,
+    model: ModelOption = None,
+    dataset: DatasetOption = None,
+    suite: SuiteOption = None,
+    all_: AllOption = False,
+    save: Annotated[
+        bool, typer.Option("--save", "-s", help="Write the scores to a CSV and a JSON in the output folder.")
+    ] = False,
+    evaluator: EvaluatorOption = None,
+    plot: Annotated[
+        bool,
+        typer.Option(
+            "--plot", help="Save a bar chart PNG per evaluator, and a confusion matrix per classifier result."
+        ),
+    ] = False,
+    cross_validate: Annotated[
+        bool,
+        typer.Option("--cross-validate", help=_cross_validate_help(LinearProbeClassifier.get_default_params())),
+    ] = False,
+    split: SplitOption = ScoredSplit.VALIDATION,
+    per_class: Annotated[
+        bool, typer.Option("--per-class", help="Also print each classifier's recall per class, models side by side.")
+    ] = False,
+    search: SearchOption = "auto",
+) -> None:
+    """Score cached embeddings with every evaluator (or those chosen with -e), with 95 % bootstrap intervals."""
+    selection = Selection(model_dataset, model, dataset, suite)
+    evaluators, search_mode, pairs, missing, params = select_work(
+        evaluator, search, selection, all_, split, "evaluate", cross_validate
+    )
+    run = run_with_progress(evaluators, pairs, split, search_mode, params)
     for title in (e.title() for e in evaluators):
         results = [r for r in run.results if r.evaluator == title]
         if results:
             console.print(scores_table(title, results))
+            if per_class:
+                for table in per_class_tables(results):
+                    console.print(table)
 
     if (save or plot) and run.results:
         from tti_eval.evaluation.report import evaluation_csv_path, write_csv
 
         csv_path = evaluation_csv_path()
         if save:
-            console.print(f"Saved the scores to {write_csv(run.results, csv_path)}", highlight=False)
-        if plot:
-            from tti_eval.plotting.scores import plot_scores
+            from tti_eval.evaluation.records import write_json
 
-            for title in dict.fromkeys(r.evaluator for r in run.results):
-                path = plot_scores(run.results, title, csv_path.with_name(f"{csv_path.stem}_{title}.png"))
-                console.print(f"Saved the {title} chart to {path}", highlight=False)
+            console.print(f"Saved the scores to {write_csv(run.results, csv_path)}", highlight=False)
+            json_path = write_json(run.results, csv_path.with_suffix(".json"))
+            console.print(f"Saved every figure and its provenance to {json_path}", highlight=False)
+        if plot:
+            _plot(run.results, csv_path)
     evaluated = {(r.model, r.dataset) for r in run.results}
     if missing or any((p.model, p.dataset) not in evaluated for p in pairs):
         raise typer.Exit(1)  # some pair could not be evaluated; its sentence is above
+
+
+def _plot(results: "Sequence[EvaluationResult]", csv_path) -> None:
+    from tti_eval.plotting.confusion import plot_confusion
+    from tti_eval.plotting.scores import plot_scores
+
+    for title in dict.fromkeys(r.evaluator for r in results):
+        path = plot_scores(results, title, csv_path.with_name(f"{csv_path.stem}_{title}.png"))
+        console.print(f"Saved the {title} chart to {path}", highlight=False)
+    written = []
+    for r in (r for r in results if r.per_class is not None):
+        names = [c.name for c in r.per_class.classes]
+        title = f"{r.model} on {r.dataset} ({r.split}) · {r.evaluator}"
+        name = f"{csv_path.stem}_{r.evaluator}_{r.model}_{r.dataset}_confusion.png"
+        written.append(plot_confusion(r.per_class.confusion_matrix, names, title, csv_path.with_name(name)))
+    if written:
+        console.print(
+            f"Saved {len(written)} confusion matrices ({csv_path.stem}_<evaluator>_<model>_<dataset>_confusion.png) "
+            f"to {csv_path.parent}",
+            highlight=False,
+        )
+
+
+def per_class_table(title: str, per_class: "Sequence[PerClassResult]") -> "Table":
+    """Classes x models: recall [95 % interval], marked where it lies entirely below another model's."""
+    from rich.table import Table
+
+    from tti_eval.comparison.writers import BELOW, per_class_rows
+
+    header, rows = per_class_rows(list(per_class))
+    table = Table(title=f"{title}: recall per class [dim](95 % interval in brackets)[/]", title_justify="left")
+    for k, column in enumerate(header):
+        table.add_column(column, justify="left" if k == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    if len(per_class) > 1:
+        table.caption = f"{BELOW}: this model's recall interval lies entirely below another model's for the class."
+        table.caption_justify = "left"
+    return table
+
+
+def per_class_tables(results: "Sequence[EvaluationResult]") -> "list[Table]":
+    """One per-class table per dataset of one evaluator's classifier results."""
+    tables = []
+    for dataset in dict.fromkeys(r.dataset for r in results):
+        found = [r.per_class for r in results if r.dataset == dataset and r.per_class is not None]
+        if found:
+            tables.append(per_class_table(f"{results[0].evaluator} on {dataset}", found))
+    return tables
 
 
 def _warn_stale(pairs: Sequence[EmbeddingDefinition], splits: Sequence[Split]) -> None:
@@ -347,17 +517,20 @@ def scores_table(title: str, results: "Sequence[EvaluationResult]") -> "Table":
 
     datasets = list(dict.fromkeys(r.dataset for r in results))
     models = list(dict.fromkeys(r.model for r in results))
-    cells = {(r.model, r.dataset): r.score for r in results}
+    cells = {(r.model, r.dataset): r for r in results}
     metric = results[0].main_metric.label
-    table = Table(title=f"{title}: {metric} [dim](95 % interval in brackets)[/]", title_justify="left")
+    marked = "≈ approximate search (see the note), " if any(r.approximate for r in results) else ""
+    table = Table(title=f"{title}: {metric} [dim]({marked}95 % interval in brackets)[/]", title_justify="left")
     table.add_column("Model")
     for dataset in datasets:
         table.add_column(dataset, justify="right")
     for model in models:
         row = [model]
         for dataset in datasets:
-            score = cells.get((model, dataset))
-            row.append(f"{score.value:.4f} [dim]({score.low:.3f}–{score.high:.3f})[/]" if score else "")
+            result = cells.get((model, dataset))
+            score = result.score if result else None
+            mark = "≈ " if result and result.approximate else ""
+            row.append(f"{mark}{score.value:.4f} [dim]({score.low:.3f}–{score.high:.3f})[/]" if score else "")
         table.add_row(*row)
     notes = [f"{r.model}/{r.dataset}: {r.note}" for r in results if r.note]
     table.caption, table.caption_justify = "\n".join(notes) or None, "left"
@@ -476,9 +649,14 @@ def _state_cell(states: "Sequence[SplitState]") -> str:
     return "[green]up to date[/]"
 
 
+from . import compare, report  # noqa: E402, F401  (their commands register on `app`)
+
+
 def cli() -> None:
     app()
 
 
-if __name__ == "__main__":
-    cli()
+if __name__ == "__main__":  # `python -m tti_eval.cli.main`: run the package's module, where every command registered
+    from tti_eval.cli.main import cli as package_cli
+
+    package_cli()

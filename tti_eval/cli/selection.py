@@ -3,6 +3,7 @@ file. One function serves every command that takes a selection (build, evaluate,
 
 import fnmatch
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -39,6 +40,24 @@ SuiteOption = Annotated[
         dir_okay=False,
     ),
 ]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What the command line names: `-md` pairs, `-m`/`-d` patterns and a suite file (all optional)."""
+
+    model_dataset: Sequence[str] | None = None
+    models: Sequence[str] | None = None
+    datasets: Sequence[str] | None = None
+    suite_path: Path | None = None
+
+    def suite(self) -> "Suite | None":
+        from tti_eval.suite import Suite
+
+        return Suite.read(self.suite_path) if self.suite_path else None
+
+    def pairs(self, suite: "Suite | None", cached_splits: Sequence[Split] = ()) -> list[EmbeddingDefinition] | None:
+        return named_pairs(self.model_dataset, self.models, self.datasets, suite=suite, cached_splits=cached_splits)
 
 
 def match_titles(patterns: Sequence[str], known: Iterable[str], kind: str) -> list[str]:
@@ -86,7 +105,7 @@ def parse_pairs(texts: Sequence[str], cached_splits: Sequence[Split] = ()) -> li
     return pairs
 
 
-def select_pairs(
+def named_pairs(
     model_dataset: Sequence[str] | None = None,
     models: Sequence[str] | None = None,
     datasets: Sequence[str] | None = None,
