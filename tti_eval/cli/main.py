@@ -511,27 +511,58 @@ def _warn_stale(pairs: Sequence[EmbeddingDefinition], splits: Sequence[Split]) -
         warn(message)
 
 
-def scores_table(title: str, results: "Sequence[EvaluationResult]") -> "Table":
-    """Rows models, columns datasets: the main metric to 4 decimals with its 95 % interval beside it."""
+def scores_table(title: str, results: "Sequence[EvaluationResult]", width: int | None = None) -> "Table":
+    """Rows models, columns datasets: the main metric to 4 decimals with its 95 % interval beside it. The title names
+    the metric and the split, each dataset its number of scored images. Model names are never truncated: when the
+    table is wider than `width` (the terminal's by default), datasets become the rows if there are more of them than
+    models, and if it is still too wide each interval goes under its score."""
     from rich.table import Table
 
     datasets = list(dict.fromkeys(r.dataset for r in results))
     models = list(dict.fromkeys(r.model for r in results))
     cells = {(r.model, r.dataset): r for r in results}
     metric = results[0].main_metric.label
+    splits = " / ".join(dict.fromkeys(r.split for r in results))
     marked = "≈ approximate search (see the note), " if any(r.approximate for r in results) else ""
-    table = Table(title=f"{title}: {metric} [dim]({marked}95 % interval in brackets)[/]", title_justify="left")
-    table.add_column("Model")
-    for dataset in datasets:
-        table.add_column(dataset, justify="right")
-    for model in models:
-        row = [model]
+    table = Table(
+        title=f"{title}: {metric} on the {splits} split [dim]({marked}95 % interval in brackets)[/]",
+        title_justify="left",
+    )
+
+    def scored(dataset: str, between: str = "\n") -> str:
+        sizes = dict.fromkeys(str(r.n_scored) for r in results if r.dataset == dataset)
+        return f"{dataset}{between}[dim]{' or '.join(sizes)} images[/]"
+
+    mark_width = len("≈ ") if marked else 0
+    wide_cell, narrow_cell = mark_width + len("0.0000 (0.000–0.000)"), max(mark_width + 6, len("(0.000–0.000)"))
+    model_width = max(len(m) for m in models)
+    dataset_width = max(len(scored(d, ": ")) - len("[dim][/]") for d in datasets)
+    by_model = model_width + 4 + len(datasets) * (wide_cell + 3)
+    by_dataset = dataset_width + 4 + sum(max(wide_cell, len(m)) + 3 for m in models)
+    available = width or console.width
+    transpose = by_model > available and len(datasets) > len(models)
+    between = " " if min(by_model, by_dataset if transpose else by_model) <= available else "\n"
+    cell_width = wide_cell if between == " " else narrow_cell
+
+    def cell(model: str, dataset: str) -> str:
+        result = cells.get((model, dataset))
+        if result is None:
+            return ""
+        score, mark = result.score, "≈ " if result.approximate else ""
+        return f"{mark}{score.value:.4f}{between}[dim]({score.low:.3f}–{score.high:.3f})[/]"
+
+    if not transpose:
+        table.add_column("Model", min_width=model_width, no_wrap=True)
         for dataset in datasets:
-            result = cells.get((model, dataset))
-            score = result.score if result else None
-            mark = "≈ " if result and result.approximate else ""
-            row.append(f"{mark}{score.value:.4f} [dim]({score.low:.3f}–{score.high:.3f})[/]" if score else "")
-        table.add_row(*row)
+            table.add_column(scored(dataset), justify="right", min_width=cell_width, overflow="fold")
+        for model in models:
+            table.add_row(model, *(cell(model, dataset) for dataset in datasets))
+    else:
+        table.add_column("Dataset", overflow="fold")
+        for model in models:
+            table.add_column(model, justify="right", min_width=max(cell_width, len(model)), no_wrap=True)
+        for dataset in datasets:
+            table.add_row(scored(dataset, ": "), *(cell(model, dataset) for model in models))
     notes = [f"{r.model}/{r.dataset}: {r.note}" for r in results if r.note]
     table.caption, table.caption_justify = "\n".join(notes) or None, "left"
     return table
