@@ -212,7 +212,7 @@ def build_metadata(
 ) -> dict:
     """What a cached split records about itself; `skipped_images` are the (image, reason) pairs a build left out."""
     return {
-        "fingerprint": build_fingerprint(definition, dataset),
+        "fingerprint": build_fingerprint(definition, dataset, draft_decode),
         "carving": dataset.carving,
         "model": ModelProvider.registry.spec(definition.model).model_dump(mode="json", exclude_none=True),
         "dataset": DatasetProvider.registry.spec(definition.dataset).model_dump(mode="json", exclude_none=True),
@@ -286,7 +286,7 @@ def build_embeddings(
             todo[split] = None
             continue
         dataset = DatasetProvider.get_dataset(definition.dataset, split)
-        state = split_state(definition, split, current=build_fingerprint(definition, dataset))
+        state = split_state(definition, split, current=build_fingerprint(definition, dataset, draft_decode))
         if state.status == "stale":
             note(split, f"is stale ({'; '.join(state.reasons)}); rebuilding it")
             todo[split] = dataset
