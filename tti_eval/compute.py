@@ -3,20 +3,22 @@
 Preprocessing happens in DataLoader workers, one processor call per batch, through the model's weight-free
 preprocessor; the network runs on the main process's device under `torch.inference_mode`. The model object never
 reaches a worker or a `datasets` fingerprint, which is what made the original tool pickle every weight per call.
+
+`build_pairs` is the pipeline the CLI's `build` runs, as a library call: progress goes to plain callbacks, so a
+notebook gets exactly what the command does, and the command only draws it.
 """
 
+import logging
 import os
 import platform
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
-from rich.text import Text
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
@@ -39,8 +41,11 @@ DEFAULT_BATCH_SIZE = 32
 DRAFT_OVERSAMPLING = 2
 
 ProgressCallback = Callable[[int], None]
+SplitProgress = Callable[[Split, int, int], None]  # (split, images embedded so far, images in the split)
 SkipCallback = Callable[[str, str], None]  # (image name, reason)
 NoteCallback = Callable[[Split, str], None]  # one line about a split worth telling the user (why it is rebuilt, ...)
+
+logger = logging.getLogger("tti_eval")
 
 
 def default_num_workers(device: torch.device) -> int:
@@ -229,23 +234,6 @@ def build_metadata(
     }
 
 
-class _ImagesPerSecond(ProgressColumn):
-    def render(self, task: Task) -> Text:
-        return Text(f"{task.speed:,.1f} img/s" if task.speed else "… img/s", style="progress.data.speed")
-
-
-def new_progress() -> Progress:
-    """The build's progress display: one bar per (pair, split) with images/s and ETA."""
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        _ImagesPerSecond(),
-        TimeRemainingColumn(),
-        transient=True,
-    )
-
-
 def _record_skip(skipped: list[tuple[str, str]], on_skip: SkipCallback | None, image: str, reason: str) -> None:
     skipped.append((image, reason))
     if on_skip is not None:
@@ -261,7 +249,7 @@ def build_embeddings(
     num_workers: int | None = None,
     device: str | None = None,
     load_model: Callable[[], Model] | None = None,
-    progress: Progress | None = None,
+    progress: SplitProgress | None = None,
     skip_bad_images: bool = False,
     on_skip: SkipCallback | None = None,
     draft_decode: bool = False,
@@ -270,12 +258,13 @@ def build_embeddings(
     """Build and cache the given splits of one pair; a split already cached is skipped (None) unless `overwrite`
     or it is stale (its fingerprint no longer matches the definitions, files or libraries: `tti_eval.provenance`).
 
-    The model is loaded (by `load_model`, e.g. a cached loader shared across pairs) only if some split needs
-    building. Each split's file appears atomically when that split is complete, so an interrupted build keeps the
-    finished splits and a rerun completes the rest. `on_note` hears why a split is rebuilt and how a carved split
-    was cut from train. An unreadable image stops the build before its split is written, unless `skip_bad_images`:
-    then it is left out, recorded in the split's metadata and passed to `on_skip`. `draft_decode`: see
-    `compute_embeddings`; recorded in the metadata."""
+    The datasets are opened first, so a dataset that cannot load fails before any model weights are read; the model
+    is loaded (by `load_model`, e.g. a loader shared across pairs) only if some split needs building. Each split's
+    file appears atomically when that split is complete, so an interrupted build keeps the finished splits and a
+    rerun completes the rest. `on_note` hears why a split is rebuilt and how a carved split was cut from train. An
+    unreadable image stops the build before its split is written, unless `skip_bad_images`: then it is left out,
+    recorded in the split's metadata and passed to `on_skip`. `draft_decode`: see `compute_embeddings`; recorded in
+    the metadata."""
     note = on_note or (lambda split, text: None)
     results: dict[Split, Embeddings | None] = {}
     todo: dict[Split, Dataset | None] = {}
@@ -294,26 +283,148 @@ def build_embeddings(
             results[split] = None
     if not todo:
         return results
+    datasets = {
+        split: loaded if loaded is not None else DatasetProvider.get_dataset(definition.dataset, split)
+        for split, loaded in todo.items()
+    }
     model = load_model() if load_model else ModelProvider.get_model(definition.model, device=device)
-    owns_progress = progress is None
-    progress = progress or new_progress()
-    with progress if owns_progress else nullcontext():
-        for split, loaded in todo.items():
-            dataset = loaded if loaded is not None else DatasetProvider.get_dataset(definition.dataset, split)
-            if dataset.carving is not None:
-                note(split, describe_carving(dataset.carving))
-            task = progress.add_task(f"{definition} ({split.value})", total=len(dataset))
-            advance = partial(progress.advance, task)
-            skipped: list[tuple[str, str]] = []
-            skip = partial(_record_skip, skipped, on_skip) if skip_bad_images else None
-            embeddings = compute_embeddings(
-                model, dataset, batch_size, num_workers, on_batch=advance, on_skip=skip, draft_decode=draft_decode
-            )
-            metadata = build_metadata(definition, split, dataset, embeddings, skipped, draft_decode)
-            save_embeddings(definition, embeddings, split, metadata)
-            progress.remove_task(task)
-            results[split] = embeddings
+    for split, dataset in datasets.items():
+        if dataset.carving is not None:
+            note(split, describe_carving(dataset.carving))
+        done = 0
+
+        def advance(images: int, split: Split = split, total: int = len(dataset)) -> None:
+            nonlocal done
+            done += images
+            if progress is not None:
+                progress(split, done, total)
+
+        advance(0)
+        skipped: list[tuple[str, str]] = []
+        skip = partial(_record_skip, skipped, on_skip) if skip_bad_images else None
+        embeddings = compute_embeddings(
+            model, dataset, batch_size, num_workers, on_batch=advance, on_skip=skip, draft_decode=draft_decode
+        )
+        metadata = build_metadata(definition, split, dataset, embeddings, skipped, draft_decode)
+        save_embeddings(definition, embeddings, split, metadata)
+        results[split] = embeddings
     return results
+
+
+class BuildProgress(NamedTuple):
+    """One step of `build_pairs`: `split` None while the pair's model loads, else images embedded of that split."""
+
+    pair: EmbeddingDefinition
+    split: Split | None
+    done: int
+    total: int
+
+
+class PairBuild(NamedTuple):
+    pair: EmbeddingDefinition
+    built: dict[Split, bool]  # per split: True if built now, False if it was already cached
+
+
+class BuildRun(NamedTuple):
+    """What `build_pairs` did, symmetric with evaluation's `EvaluationRun`."""
+
+    results: list[PairBuild]  # every pair whose splits are now all cached
+    problems: list[str]  # one sentence per pair that failed, starting with the pair
+
+    @property
+    def failed(self) -> int:
+        return len(self.problems)
+
+
+def _load_once(title: str, device: str | None, on_load: Callable[[], None]) -> Callable[[], Model]:
+    """A loader that loads the model on first use and gives every later pair the same model, or the same failure
+    (a hub that timed out once is not asked again for each dataset)."""
+    outcome: list[Model | BaseException] = []
+
+    def load() -> Model:
+        if not outcome:
+            on_load()
+            try:
+                outcome.append(ModelProvider.get_model(title, device=device))
+            except Exception as e:
+                outcome.append(e)
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        return outcome[0]
+
+    return load
+
+
+def build_pairs(
+    pairs: Sequence[EmbeddingDefinition],
+    splits: Iterable[Split] = DEFAULT_SPLITS,
+    *,
+    overwrite: bool = False,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    num_workers: int | None = None,
+    device: str | None = None,
+    progress: Callable[[BuildProgress], None] | None = None,
+    on_pair: Callable[[PairBuild | str], None] | None = None,
+    on_note: Callable[[EmbeddingDefinition, Split, str], None] | None = None,
+    skip_bad_images: bool = False,
+    on_skip: SkipCallback | None = None,
+    draft_decode: bool = False,
+    reraise: bool = False,
+) -> BuildRun:
+    """Build (or find cached) `splits` of every pair; each model is loaded at most once for all its pairs.
+
+    A pair that fails is reported in `problems` in one sentence and the others still build. A user error
+    (`TTIEvalError`) is its own sentence; anything else is a bug: its traceback is logged, and with `reraise` it is
+    raised instead. `on_pair` receives each pair's result, or its problem sentence, as soon as it is known;
+    `on_note` a line about one split worth telling (why it is rebuilt, how a carved split was cut).
+    `skip_bad_images`, `on_skip` and `draft_decode` are `build_embeddings`'s."""
+    splits = list(dict.fromkeys(Split(s) for s in splits))
+    results: list[PairBuild] = []
+    problems: list[str] = []
+    # Pairs of one model run back to back and share one loader, so each model is loaded at most once.
+    for model_title in dict.fromkeys(pair.model for pair in pairs):
+        model_pairs = [p for p in pairs if p.model == model_title]
+        first = model_pairs[0]  # a loading step names the model; any of its pairs will do
+        load_model = _load_once(model_title, device, lambda first=first: _report(progress, first, None, 0, 0))
+        for pair in model_pairs:
+            try:
+                built = build_embeddings(
+                    pair,
+                    splits,
+                    overwrite=overwrite,
+                    batch_size=batch_size,
+                    num_workers=num_workers,
+                    load_model=load_model,
+                    skip_bad_images=skip_bad_images,
+                    on_skip=on_skip,
+                    draft_decode=draft_decode,
+                    progress=lambda split, done, total, pair=pair: _report(progress, pair, split, done, total),
+                    on_note=(lambda split, text, pair=pair: on_note(pair, split, text)) if on_note else None,
+                )
+            except TTIEvalError as e:
+                outcome: PairBuild | str = f"{pair}: {e}"
+            except Exception as e:  # one broken pair must not stop the others, nor hide its traceback
+                if reraise:
+                    raise
+                logger.exception("Building %s failed with an unexpected error:", pair)
+                outcome = f"{pair}: {type(e).__name__}: {e} (an unexpected error; its traceback is logged above)."
+            else:
+                outcome = PairBuild(pair, {split: result is not None for split, result in built.items()})
+            (problems if isinstance(outcome, str) else results).append(outcome)
+            if on_pair is not None:
+                on_pair(outcome)
+    return BuildRun(results, problems)
+
+
+def _report(
+    progress: Callable[[BuildProgress], None] | None,
+    pair: EmbeddingDefinition,
+    split: Split | None,
+    done: int,
+    total: int,
+) -> None:
+    if progress is not None:
+        progress(BuildProgress(pair, split, done, total))
 
 
 def compute_embeddings_from_definition(definition: EmbeddingDefinition, split: Split, **kwargs: Any) -> Embeddings:

@@ -17,14 +17,16 @@ from tti_eval.evaluation import EVALUATORS, LinearProbeClassifier
 from tti_eval.model import ModelProvider
 from tti_eval.plotting.reduction import DEFAULT_REDUCTION, REDUCERS
 
+from . import console as console_module
 from .console import configure_logging, console, user_errors, warn
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.progress import Progress
     from rich.table import Table
 
+    from tti_eval.compute import BuildProgress, PairBuild
     from tti_eval.evaluation import EvaluationResult
-    from tti_eval.model.base import Model
     from tti_eval.provenance import SplitState
 
 app = typer.Typer(
@@ -38,9 +40,14 @@ app = typer.Typer(
 
 
 @app.callback()
-def main() -> None:
+def main(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the full traceback of any error instead of its one-line message.")
+    ] = False,
+) -> None:
     """Evaluate text-image embedding models on your own image-classification data."""
     configure_logging()
+    console_module.DEBUG = debug
 
 
 ModelDatasetOption = Annotated[
@@ -50,7 +57,8 @@ ModelDatasetOption = Annotated[
 
 
 def _report_definition_problems() -> None:
-    for problem in [*ModelProvider.registry.problems, *DatasetProvider.registry.problems]:
+    # dict.fromkeys: a TTI_EVAL_SOURCES_PATH problem is found by both registries but said once
+    for problem in dict.fromkeys([*ModelProvider.registry.problems, *DatasetProvider.registry.problems]):
         warn(problem)
 
 
@@ -128,7 +136,7 @@ def build(
     ] = False,
 ) -> None:
     """Compute and cache image and class embeddings for model/dataset pairs."""
-    from tti_eval.compute import DEFAULT_SPLITS
+    from tti_eval.compute import DEFAULT_SPLITS, build_pairs
 
     splits = list(dict.fromkeys(split or DEFAULT_SPLITS))
     _report_definition_problems()
@@ -137,75 +145,69 @@ def build(
         console.print("Nothing to build.")
         return
     skipped: list[tuple[str, str]] = []
-    failed = _build_pairs(
-        pairs,
-        splits,
-        overwrite=overwrite,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        device=device,
-        skip_bad_images=skip_bad_images,
-        draft_decode=draft_decode,
-        on_skip=lambda image, reason: skipped.append((image, reason)),
-    )
+    with _build_progress() as progress:
+        run = build_pairs(
+            pairs,
+            splits,
+            overwrite=overwrite,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            device=device,
+            progress=_draw_build_step(progress),
+            on_pair=lambda outcome: _print_pair(progress.console, outcome),
+            on_note=lambda pair, split, text: progress.console.print(
+                f"[dim]•[/] {pair} ({split.value}) {text}", highlight=False
+            ),
+            skip_bad_images=skip_bad_images,
+            on_skip=lambda image, reason: skipped.append((image, reason)),
+            draft_decode=draft_decode,
+            reraise=console_module.DEBUG,
+        )
     if skipped:
         console.print(f"[yellow]Skipped {len(skipped)} unreadable images[/] (recorded in each split's metadata):")
         for image, reason in skipped:
             console.print(f"  {image} ({reason})", highlight=False, markup=False)
-    if failed:
+    if run.failed:
         raise typer.Exit(1)
 
 
-def _load_once(title: str, device: str | None, console: "Console") -> Callable[[], "Model"]:
-    """A loader that loads the model on first use and gives every later pair the same model, or the same failure
-    (a hub that timed out once is not asked again for each dataset)."""
-    outcome: list = []
+def _build_progress() -> "Progress":
+    """One bar per (pair, split) with images/s and ETA; transient, so only the ✓/✗ lines stay on screen."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+    from rich.text import Text
 
-    def load() -> "Model":
-        if not outcome:
-            console.print(f"Loading model [bold]{title}[/] …")
-            try:
-                outcome.append(ModelProvider.get_model(title, device=device))
-            except Exception as e:
-                outcome.append(e)
-        if isinstance(outcome[0], Exception):
-            raise outcome[0]
-        return outcome[0]
+    class ImagesPerSecond(ProgressColumn):
+        def render(self, task) -> Text:
+            return Text(f"{task.speed:,.1f} img/s" if task.speed else "… img/s", style="progress.data.speed")
 
-    return load
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), ImagesPerSecond())
+    return Progress(*columns, TimeRemainingColumn(), console=console, transient=True)
 
 
-def _build_pairs(pairs: list[EmbeddingDefinition], splits: list[Split], **options) -> int:
-    """Build each pair; a pair that fails is reported in one sentence and the others still build."""
-    from tti_eval.compute import build_embeddings, new_progress
+def _draw_build_step(progress: "Progress") -> Callable[["BuildProgress"], None]:
+    tasks: dict[tuple, int] = {}
 
-    failed = 0
-    device = options.pop("device")
-    with new_progress() as progress:
-        # Pairs of one model run back to back and share one loader, so each model is loaded at most once.
-        for model_title in dict.fromkeys(pair.model for pair in pairs):
-            load_model = _load_once(model_title, device, progress.console)
-            for pair in (p for p in pairs if p.model == model_title):
+    def draw(step: "BuildProgress") -> None:
+        if step.split is None:
+            progress.console.print(f"Loading model [bold]{step.pair.model}[/] …")
+            return
+        key = (step.pair, step.split)
+        if key not in tasks:
+            tasks[key] = progress.add_task(f"{step.pair} ({step.split.value})", total=step.total)
+        progress.update(tasks[key], completed=step.done)
+        if step.done >= step.total:
+            progress.remove_task(tasks.pop(key))
 
-                def note(split: Split, text: str, pair: EmbeddingDefinition = pair) -> None:
-                    progress.console.print(f"[dim]•[/] {pair} ({split.value}) {text}", highlight=False)
+    return draw
 
-                try:
-                    built = build_embeddings(
-                        pair, splits, load_model=load_model, progress=progress, on_note=note, **options
-                    )
-                except TTIEvalError as e:
-                    failed += 1
-                    progress.console.print(f"[bold red]✗[/] {pair}: {e}", highlight=False)
-                    continue
-                except Exception as e:  # one broken pair must not stop the others
-                    failed += 1
-                    progress.console.print(f"[bold red]✗[/] {pair}: {type(e).__name__}: {e}", highlight=False)
-                    continue
-                for s, result in built.items():
-                    status = "[green]built[/]" if result is not None else "[dim]already cached[/]"
-                    progress.console.print(f"[green]✓[/] {pair} ({s.value}) {status}", highlight=False)
-    return failed
+
+def _print_pair(out: "Console", outcome: "PairBuild | str") -> None:
+    if isinstance(outcome, str):
+        out.print(f"[bold red]✗[/] {outcome}", highlight=False)
+        return
+    for split, built in outcome.built.items():
+        status = "[green]built[/]" if built else "[dim]already cached[/]"
+        out.print(f"[green]✓[/] {outcome.pair} ({split.value}) {status}", highlight=False)
 
 
 def cached_pairs(split: Split | None = None) -> list[EmbeddingDefinition]:
