@@ -137,8 +137,11 @@ def build(
 ) -> None:
     """Compute and cache image and class embeddings for model/dataset pairs."""
     from tti_eval.compute import DEFAULT_SPLITS, build_pairs
+    from tti_eval.model.base import resolve_device
 
     splits = list(dict.fromkeys(split or DEFAULT_SPLITS))
+    if device is not None:
+        resolve_device(device)  # a device this machine lacks is one sentence before any pair is picked or loaded
     _report_definition_problems()
     pairs = parse_pairs(model_dataset) if model_dataset else _pick_pairs_to_build(include_existing, by_dataset, splits)
     if not pairs:
