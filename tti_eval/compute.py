@@ -132,7 +132,7 @@ def check_distinct_classes(classes: np.ndarray, class_names: Sequence[str], mode
             raise TTIEvalError(
                 f"Model '{model}' embeds the prompts of classes '{class_names[rows.start + first]}' and "
                 f"'{class_names[second]}' identically (cosine {cosines[first, second]:.5f}), so it cannot tell classes "
-                "apart; check that its tokenizer files are present and load."
+                "apart; check that its tokenizer files are present and that the prompts fit its text length."
             )
 
 

@@ -281,6 +281,11 @@ def evaluate(
         if not missing:
             console.print("No cached pairs to evaluate; build some first with `tti-eval build`.")
         raise typer.Exit(1 if missing else 0)
+    if save or plot:  # the scores of a long run must not end in a folder they cannot be written to
+        from tti_eval.common.atomic import check_writable
+        from tti_eval.evaluation.report import evaluation_csv_path
+
+        check_writable(evaluation_csv_path().parent, "the scores")
 
     with Progress(transient=True, console=console) as progress:
         task = progress.add_task("Evaluating", total=len(pairs) * len(evaluators))

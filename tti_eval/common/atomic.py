@@ -75,20 +75,37 @@ def _remedy(path: Path) -> str:
     return "choose another folder"
 
 
-def write_error(error: OSError, path: Path) -> WriteError:
-    """The one sentence for a failed write of `path`: what went wrong where, and what to do."""
-    folder, remedy = path.parent, _remedy(path)
+def write_error(error: OSError, path: Path, what: str | None = None) -> WriteError:
+    """The one sentence for a failed write of `path` (`what` names it to the user; default its file name): what went
+    wrong where, and what to do."""
+    folder, remedy, what = path.parent, _remedy(path), what or path.name
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return WriteError(f"No space left on the disk of {folder} while writing {path.name}; free space or {remedy}.")
+        return WriteError(f"No space left on the disk of {folder} while writing {what}; free space or {remedy}.")
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return WriteError(
-            f"{folder} is not writable ({error.strerror}), so {path.name} could not be written; make it writable or "
-            f"{remedy}."
+            f"{folder} is not writable ({error.strerror}), so {what} cannot be written; make it writable or {remedy}."
         )
     if error.errno in (errno.ENOTDIR, errno.EEXIST):
-        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), folder)
-        return WriteError(f"{blocker} is a file where a folder is needed to write {path.name}; move it or {remedy}.")
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), folder)
+        return WriteError(f"{blocker} is a file where a folder is needed to write {what}; move it or {remedy}.")
     return WriteError(f"{path} could not be written ({error.strerror or error}); check the disk or {remedy}.")
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """Fail now, in one sentence, when `what` could not be written into `folder` (created if missing), so that a
+    long computation does not end in a result that cannot be kept. A few bytes are written, so a full disk shows."""
+    probe = Path(folder) / f".tti-eval-write-check@{os.getpid()}"
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb") as handle:
+            handle.write(b"tti-eval")
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as e:
+        raise write_error(e, probe, what) from None
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
