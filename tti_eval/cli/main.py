@@ -18,7 +18,7 @@ from tti_eval.model import ModelProvider
 from tti_eval.plotting.reduction import DEFAULT_REDUCTION, REDUCERS
 
 from . import console as console_module
-from .console import configure_logging, console, user_errors, warn
+from .console import configure_logging, console, interrupt_exits_130_from_now_on, user_errors, warn
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -460,7 +460,10 @@ def _state_cell(states: "Sequence[SplitState]") -> str:
 
 
 def cli() -> None:
-    app()
+    try:
+        app()
+    finally:
+        interrupt_exits_130_from_now_on()
 
 
 if __name__ == "__main__":
