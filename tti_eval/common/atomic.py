@@ -40,22 +40,27 @@ def _open_temp(path: Path) -> tuple[int, Path]:
 
 
 class _RecordingWriter:
-    """The temporary file as `write` sees it: everything passes through, and an `OSError` of a write is remembered,
-    because some writers report it as something else (torch.save turns a full disk into "unexpected pos")."""
+    """The temporary file as `write` sees it: every call passes through, and an `OSError` of the file is remembered,
+    because writers report it as something else (torch.save turns a full disk into "unexpected pos"), or it surfaces
+    in a call that is not a write (a buffered file flushes when zipfile seeks back to a header)."""
 
     def __init__(self, file: BinaryIO):
         self._file = file
         self.error: OSError | None = None
 
-    def write(self, data: bytes) -> int:
-        try:
-            return self._file.write(data)
-        except OSError as e:
-            self.error = e
-            raise
-
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._file, name)
+        attribute = getattr(self._file, name)
+        if not callable(attribute):
+            return attribute
+
+        def recorded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attribute(*args, **kwargs)
+            except OSError as e:
+                self.error = e
+                raise
+
+        return recorded
 
 
 def _remedy(path: Path) -> str:
