@@ -26,8 +26,8 @@ from typer.testing import CliRunner
 
 from tests.fixtures.datasets import write_digits_tree
 from tti_eval.cli.main import app
-from tti_eval.common import EmbeddingDefinition, Split, atomic
-from tti_eval.common.cache import embedding_path, load_embeddings, save_embeddings
+from tti_eval.common import EmbeddingDefinition, Embeddings, Split, atomic
+from tti_eval.common.cache import embedding_path, load_embeddings, load_metadata, save_embeddings
 
 runner = CliRunner()
 DATASET = "faults-tree"
@@ -298,6 +298,41 @@ def _nothing_partial(env: Env, output: str) -> None:
     assert not [p for p in env.cache.rglob(".*.tmp")]
 
 
+def _nan_class_embeddings(env: Env) -> list[str]:
+    train = load_embeddings(PAIR, Split.TRAIN)
+    classes = train.classes.copy()
+    classes[3] = np.nan
+    save_embeddings(
+        PAIR,
+        Embeddings(images=train.images, labels=train.labels, classes=classes),
+        Split.TRAIN,
+        load_metadata(PAIR, Split.TRAIN),
+    )
+    return ["evaluate", "-md", str(PAIR), "--save", "-e", "wKNN", "-e", "zero_shot"]
+
+
+def _skipped_evaluator_saved(env: Env, output: str) -> None:
+    import csv
+
+    (csv_path,) = (env.output / "evaluations").glob("eval_*.csv")
+    rows = {row["Classifier"]: row for row in csv.DictReader(csv_path.open())}
+    assert float(rows["wKNN"]["Accuracy"]) >= 0 and rows["zero_shot"]["Accuracy"] == ""
+    assert (
+        rows["zero_shot"]["Note"]
+        == "Skipped: the class embeddings contain NaN or infinite values; rebuild the embeddings."
+    )
+    saved = json.loads(csv_path.with_suffix(".json").read_text())
+    assert [r["evaluator"] for r in saved["results"]] == ["wKNN"]
+    assert saved["skipped"] == [
+        {
+            "model": PAIR.model,
+            "dataset": DATASET,
+            "evaluator": "zero_shot",
+            "reason": "the class embeddings contain NaN or infinite values; rebuild the embeddings.",
+        }
+    ]
+
+
 CASES = [
     *(
         Case(
@@ -393,6 +428,15 @@ CASES = [
         r"No space left on the disk of .*/evaluations while writing eval_[\d_-]+\.csv; free space or point "
         r"TTI_EVAL_OUTPUT_PATH elsewhere\.",
         check=_scores_kept_on_screen,
+    ),
+    Case(
+        "nan-class-embeddings",
+        _nan_class_embeddings,
+        1,
+        r"zero_shot skipped for tiny-openclip/faults-tree: the class embeddings contain NaN or infinite values; "
+        r"rebuild the embeddings\.",
+        prefix="Warning:",
+        check=_skipped_evaluator_saved,
     ),
     Case(
         "animate-same-model",

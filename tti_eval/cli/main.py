@@ -410,14 +410,13 @@ def evaluate(
         if save:
             from tti_eval.evaluation.records import write_json
 
-            console.print(f"Saved the scores to {write_csv(run.results, csv_path)}", highlight=False)
-            json_path = write_json(run.results, csv_path.with_suffix(".json"))
+            console.print(f"Saved the scores to {write_csv(run.results, csv_path, run.skipped)}", highlight=False)
+            json_path = write_json(run.results, csv_path.with_suffix(".json"), skipped=run.skipped)
             console.print(f"Saved every figure and its provenance to {json_path}", highlight=False)
         if plot:
             _plot(run.results, csv_path)
-    evaluated = {(r.model, r.dataset) for r in run.results}
-    if missing or any((p.model, p.dataset) not in evaluated for p in pairs):
-        raise typer.Exit(1)  # some pair could not be evaluated; its sentence is above
+    if missing or run.problems:
+        raise typer.Exit(1)  # some pair, or some evaluator on a pair, was not evaluated; its sentence is above
 
 
 def _plot(results: "Sequence[EvaluationResult]", csv_path) -> None:

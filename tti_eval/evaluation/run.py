@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple
 
+import numpy as np
 from pydantic import BaseModel
 
 from tti_eval.common.base import EmbeddingDefinition, Embeddings, Split
@@ -24,9 +25,19 @@ from .base import EvaluationModel
 ProgressCallback = Callable[[int, int, str], None]
 
 
+class Skipped(NamedTuple):
+    """An evaluator that could not score a pair, and why (a clause: the rest of a sentence)."""
+
+    model: str
+    dataset: str
+    evaluator: str
+    reason: str
+
+
 class EvaluationRun(NamedTuple):
     results: list[EvaluationResult]
     problems: list[str]  # one sentence each: a skipped evaluator, a pair that could not be loaded, ...
+    skipped: tuple[Skipped, ...] = ()  # evaluators that could not score a pair; also among `problems`
 
 
 def evaluate_embeddings(
@@ -71,12 +82,15 @@ def evaluate_embeddings(
     collapsed = collapse_note(train.images, validation.images, seed=seed)
     results: list[EvaluationResult] = []
     problems: list[str] = []
+    skipped: list[Skipped] = []
     for index, (evaluator_type, request) in enumerate(zip(evaluators, requests, strict=True)):
         title = evaluator_type.title()
         if on_evaluator is not None:
             on_evaluator(index, title)
-        if evaluator_type.spec.needs_class_embeddings and train.classes is None:
-            problems.append(f"{title} skipped for {pair}: its train embeddings have no class embeddings.")
+        reason = _class_embeddings_problem(train.classes) if evaluator_type.spec.needs_class_embeddings else None
+        if reason is not None:
+            skipped.append(Skipped(model, dataset, title, reason))
+            problems.append(f"{title} skipped for {pair}: {reason}")
             continue
         kwargs = settings[title].model_dump()
         try:
@@ -113,7 +127,19 @@ def evaluate_embeddings(
             approximate=bool(searched),
         )
         results.append(with_per_class(result, n_resamples, seed))
-    return EvaluationRun(results, problems)
+    return EvaluationRun(results, problems, tuple(skipped))
+
+
+def _class_embeddings_problem(classes: np.ndarray | None) -> str | None:
+    """Why class embeddings cannot be scored (a clause), or None: a zero-shot score from NaN vectors would be a
+    number that means nothing, so the evaluator is skipped and says so instead."""
+    if classes is None:
+        return "its train embeddings have no class embeddings."
+    try:
+        check_vectors(classes, "class embeddings")
+    except TTIEvalError as error:
+        return _clause(error)
+    return None
 
 
 def with_per_class(
@@ -155,6 +181,7 @@ def run_evaluation(
     read = [Split.TRAIN, Split.VALIDATION] + ([Split.TEST] if split == Split.TEST else [])
     results: list[EvaluationResult] = []
     problems: list[str] = []
+    skipped: list[Skipped] = []
     total = len(definitions) * len(evaluators)
     for position, definition in enumerate(definitions):
         try:
@@ -183,9 +210,10 @@ def run_evaluation(
         fingerprints = {s.value: metadata[s].get("fingerprint") for s in read}
         results.extend(replace(result, fingerprints=fingerprints) for result in run.results)
         problems.extend(run.problems)
+        skipped.extend(run.skipped)
     if progress is not None:
         progress(total, total, "done")
-    return EvaluationRun(results, problems)
+    return EvaluationRun(results, problems, tuple(skipped))
 
 
 def _require(definition: EmbeddingDefinition, splits: Sequence[Split]) -> Sequence[Split]:
