@@ -337,6 +337,7 @@ def run_with_progress(
     split: ScoredSplit,
     search: str,
     params: dict | None = None,
+    per_class: bool = True,
 ) -> "EvaluationRun":
     """`run_evaluation` behind a transient progress bar; its problems are printed as warnings."""
     from rich.progress import Progress
@@ -351,6 +352,7 @@ def run_with_progress(
             params=params,
             split=split.value,
             search=search,
+            per_class=per_class,
             progress=lambda done, total, what: progress.update(task, completed=done, description=what),
         )
     for problem in run.problems:
@@ -386,7 +388,8 @@ def evaluate(
     """Score cached embeddings with every evaluator (or those chosen with -e), with 95 % bootstrap intervals."""
     evaluators, search_mode, pairs, missing = select_work(evaluator, search, model_dataset, all_, split, "evaluate")
     params = {LinearProbeClassifier.title(): {"cross_validate": True}} if cross_validate else None
-    run = run_with_progress(evaluators, pairs, split, search_mode, params)
+    # Per-class figures cost a bootstrap per classifier result: only when they are shown, saved or plotted.
+    run = run_with_progress(evaluators, pairs, split, search_mode, params, per_class=per_class or save or plot)
     for title in (e.title() for e in evaluators):
         results = [r for r in run.results if r.evaluator == title]
         if results:
