@@ -480,7 +480,8 @@ def scores_table(title: str, results: "Sequence[EvaluationResult]") -> "Table":
     cells = {(r.model, r.dataset): r for r in results}
     metric = results[0].main_metric.label
     marked = "≈ approximate search (see the note), " if any(r.approximate for r in results) else ""
-    table = Table(title=f"{title}: {metric} [dim]({marked}95 % interval in brackets)[/]", title_justify="left")
+    scored = f" on the {results[0].split} split" if results[0].split != Split.VALIDATION.value else ""
+    table = Table(title=f"{title}: {metric}{scored} [dim]({marked}95 % interval in brackets)[/]", title_justify="left")
     table.add_column("Model")
     for dataset in datasets:
         table.add_column(dataset, justify="right")
