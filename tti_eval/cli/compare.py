@@ -58,7 +58,7 @@ def compare(
         from tti_eval.common.atomic import check_writable
 
         check_writable(comparisons_folder(), "the comparison")
-    run = run_with_progress(evaluators, pairs, split, search_mode)
+    run = run_with_progress(evaluators, pairs, split, search_mode, per_class=False)  # the comparison has its own
     comparison = compare_results(run.results, alpha=alpha, on_problem=warn)
     print_comparison(comparison, per_class)
     if save and comparison.groups:

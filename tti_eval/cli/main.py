@@ -340,6 +340,7 @@ def run_with_progress(
     split: ScoredSplit,
     search: str,
     params: dict | None = None,
+    per_class: bool = True,
 ) -> "EvaluationRun":
     """`run_evaluation` behind a transient progress bar; its problems are printed as warnings."""
     from rich.progress import Progress
@@ -354,6 +355,7 @@ def run_with_progress(
             params=params,
             split=split.value,
             search=search,
+            per_class=per_class,
             progress=lambda done, total, what: progress.update(task, completed=done, description=what),
         )
     for problem in run.problems:
@@ -394,7 +396,8 @@ def evaluate(
 
         check_writable(evaluation_csv_path().parent, "the scores")
     params = {LinearProbeClassifier.title(): {"cross_validate": True}} if cross_validate else None
-    run = run_with_progress(evaluators, pairs, split, search_mode, params)
+    # Per-class figures cost a bootstrap per classifier result: only when they are shown, saved or plotted.
+    run = run_with_progress(evaluators, pairs, split, search_mode, params, per_class=per_class or save or plot)
     for title in (e.title() for e in evaluators):
         results = [r for r in run.results if r.evaluator == title]
         if results:
@@ -484,7 +487,8 @@ def scores_table(title: str, results: "Sequence[EvaluationResult]") -> "Table":
     cells = {(r.model, r.dataset): r for r in results}
     metric = results[0].main_metric.label
     marked = "≈ approximate search (see the note), " if any(r.approximate for r in results) else ""
-    table = Table(title=f"{title}: {metric} [dim]({marked}95 % interval in brackets)[/]", title_justify="left")
+    scored = f" on the {results[0].split} split" if results[0].split != Split.VALIDATION.value else ""
+    table = Table(title=f"{title}: {metric}{scored} [dim]({marked}95 % interval in brackets)[/]", title_justify="left")
     table.add_column("Model")
     for dataset in datasets:
         table.add_column(dataset, justify="right")

@@ -54,6 +54,7 @@ def evaluate_embeddings(
     class_names: Sequence[str] | None = None,
     n_resamples: int = N_RESAMPLES,
     seed: int = SEED,
+    per_class: bool = True,
     search: str | Search = Search.AUTO,
     on_evaluator: Callable[[int, str], None] | None = None,
 ) -> EvaluationRun:
@@ -64,7 +65,8 @@ def evaluate_embeddings(
     goes to the evaluators that choose hyper-parameters on it. Evaluators that read nearest neighbours (wKNN, I2IR)
     share one search of the pair, sized for the largest k each direction needs, so the distances between the two
     sets are computed once. `search` is exact, approximate or auto (exact below `EXACT_LIMIT` multiply-adds); an
-    approximate search marks its results and notes its recall. Classifier results carry their per-class figures.
+    approximate search marks its results and notes its recall. Classifier results carry their per-class figures
+    unless `per_class` is False (their bootstrap costs seconds per result on large splits).
     """
     from ._neighbours import search_neighbours  # imports faiss
 
@@ -126,7 +128,7 @@ def evaluate_embeddings(
             class_names=tuple(class_names) if class_names else None,
             approximate=bool(searched),
         )
-        results.append(with_per_class(result, n_resamples, seed))
+        results.append(with_per_class(result, n_resamples, seed) if per_class else result)
     return EvaluationRun(results, problems, tuple(skipped))
 
 
@@ -164,6 +166,7 @@ def run_evaluation(
     split: Split | str = Split.VALIDATION,
     n_resamples: int = N_RESAMPLES,
     seed: int = SEED,
+    per_class: bool = True,
     search: str | Search = Search.AUTO,
     progress: ProgressCallback | None = None,
 ) -> EvaluationRun:
@@ -205,6 +208,7 @@ def run_evaluation(
             n_resamples=n_resamples,
             seed=seed,
             search=search,
+            per_class=per_class,
             on_evaluator=_step_reporter(progress, position * len(evaluators), total, definition),
         )
         fingerprints = {s.value: metadata[s].get("fingerprint") for s in read}
