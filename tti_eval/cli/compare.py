@@ -62,7 +62,13 @@ def compare(
 
     selection = Selection(model_dataset, model, dataset, suite)
     evaluators, search_mode, pairs, missing, params = select_work(evaluator, search, selection, all_, split, "compare")
-    run = run_with_progress(evaluators, pairs, split, search_mode, params)
+    if save:
+        from tti_eval.common.atomic import check_writable
+
+        check_writable(comparisons_folder(), "the comparison")
+    run = run_with_progress(
+        evaluators, pairs, split, search_mode, params, per_class=False
+    )  # the comparison has its own
     comparison = compare_results(run.results, alpha=alpha, on_problem=warn)
     print_comparison(comparison, per_class)
     if save and comparison.groups:

@@ -19,7 +19,7 @@ from tti_eval.model import ModelProvider
 from tti_eval.plotting.reduction import DEFAULT_REDUCTION, REDUCERS
 
 from . import console as console_module
-from .console import configure_logging, console, user_errors, warn
+from .console import configure_logging, console, interrupt_exits_130_from_now_on, user_errors, warn
 from .selection import (
     DatasetOption,
     ModelDatasetOption,
@@ -151,12 +151,15 @@ def build(
 ) -> None:
     """Compute and cache image and class embeddings for model/dataset pairs."""
     from tti_eval.compute import DEFAULT_SPLITS, build_pairs
+    from tti_eval.model.base import resolve_device
 
     selection = Selection(model_dataset, model, dataset, suite)
     suite_ = selection.suite()
     splits = list(dict.fromkeys(split or (suite_.splits if suite_ else None) or DEFAULT_SPLITS))
     if Split.ALL in splits:  # nothing reads a combined split: each split is built and evaluated on its own
         raise TTIEvalError("Build splits one by one: --split train --split validation (add --split test if needed).")
+    if device is not None:
+        resolve_device(device)  # a device this machine lacks is one sentence before any pair is picked or loaded
     _report_definition_problems()
     pairs = selection.pairs(suite_)
     if pairs is None:
@@ -375,6 +378,7 @@ def run_with_progress(
     split: ScoredSplit,
     search: str,
     params: dict | None = None,
+    per_class: bool = True,
 ) -> "EvaluationRun":
     """`run_evaluation` behind a transient progress bar; its problems are printed as warnings."""
     from rich.progress import Progress
@@ -389,6 +393,7 @@ def run_with_progress(
             params=params,
             split=split.value,
             search=search,
+            per_class=per_class,
             progress=lambda done, total, what: progress.update(task, completed=done, description=what),
         )
     for problem in run.problems:
@@ -429,7 +434,13 @@ def evaluate(
     evaluators, search_mode, pairs, missing, params = select_work(
         evaluator, search, selection, all_, split, "evaluate", cross_validate
     )
-    run = run_with_progress(evaluators, pairs, split, search_mode, params)
+    if save or plot:  # the scores of a long run must not end in a folder they cannot be written to
+        from tti_eval.common.atomic import check_writable
+        from tti_eval.evaluation.report import evaluation_csv_path
+
+        check_writable(evaluation_csv_path().parent, "the scores")
+    # Per-class figures cost a bootstrap per classifier result: only when they are shown, saved or plotted.
+    run = run_with_progress(evaluators, pairs, split, search_mode, params, per_class=per_class or save or plot)
     for title in (e.title() for e in evaluators):
         results = [r for r in run.results if r.evaluator == title]
         if results:
@@ -445,14 +456,13 @@ def evaluate(
         if save:
             from tti_eval.evaluation.records import write_json
 
-            console.print(f"Saved the scores to {write_csv(run.results, csv_path)}", highlight=False)
-            json_path = write_json(run.results, csv_path.with_suffix(".json"))
+            console.print(f"Saved the scores to {write_csv(run.results, csv_path, run.skipped)}", highlight=False)
+            json_path = write_json(run.results, csv_path.with_suffix(".json"), skipped=run.skipped)
             console.print(f"Saved every figure and its provenance to {json_path}", highlight=False)
         if plot:
             _plot(run.results, csv_path)
-    evaluated = {(r.model, r.dataset) for r in run.results}
-    if missing or any((p.model, p.dataset) not in evaluated for p in pairs):
-        raise typer.Exit(1)  # some pair could not be evaluated; its sentence is above
+    if missing or run.problems:
+        raise typer.Exit(1)  # some pair, or some evaluator on a pair, was not evaluated; its sentence is above
 
 
 def _plot(results: "Sequence[EvaluationResult]", csv_path) -> None:
@@ -684,7 +694,10 @@ from . import compare, report  # noqa: E402, F401  (their commands register on `
 
 
 def cli() -> None:
-    app()
+    try:
+        app()
+    finally:
+        interrupt_exits_130_from_now_on()
 
 
 if __name__ == "__main__":  # `python -m tti_eval.cli.main`: run the package's module, where every command registered
