@@ -27,6 +27,7 @@ interleaving numpy's BLAS threads with faiss's OpenMP threads makes them spin ag
 """
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import faiss
@@ -39,8 +40,9 @@ from .utils import normalize
 # Rows of each side per tile: a 2048 × 2048 float32 tile (16 MiB) is large enough for BLAS to run near its peak
 # and for the per-call overheads (thread wake-ups) to vanish, and small next to any cache worth tiling.
 TILE = 2048
-# Pairs per chunk when measuring exact distances: two [pairs, dim] float64 gathers (~25 MiB each at dim 768).
-_PAIRS = 4096
+# Pairs per chunk when measuring exact distances: two [pairs, dim] float64 buffers (1.5 MiB each at dim 768) that
+# stay in cache; chunks of 4096 pairs, which do not, took twice as long.
+_PAIRS = 256
 # Entries of the [queries, n_other] float64 rows that one fallback step holds (32 MiB).
 _FALLBACK_ENTRIES = 1 << 22
 
@@ -111,17 +113,34 @@ def _lengths(images: np.ndarray) -> np.ndarray:
 
 def _pair_distances(
     query_unit: np.ndarray,
-    other_unit: Callable[[np.ndarray], np.ndarray],
+    others: np.ndarray,
+    other_lengths: np.ndarray,
     query_rows: np.ndarray,
     other_ids: np.ndarray,
 ) -> np.ndarray:
-    """Exact float64 squared distances between query_unit[query_rows[i]] and the unit row other_unit(other_ids)[i]
-    (a fresh array, reused in place: this loop is most of the re-ranking's time)."""
+    """Exact float64 squared distances between query_unit[query_rows[i]] and the unit row of others[other_ids[i]]
+    (its float64 row divided by other_lengths[other_ids[i]], exactly as `_unit64` scales it).
+
+    This is most of the re-ranking's time, and it is bound by memory traffic: the pairs go in chunks small enough
+    for the gathered rows to stay in cache, through buffers reused in place, on as many threads as faiss uses (each
+    pair's distance is computed alone, so the split cannot change a bit).
+    """
     distances = np.empty(len(query_rows), dtype=np.float64)
-    for pairs in row_chunks(len(query_rows), _PAIRS):
-        difference = other_unit(other_ids[pairs])
-        difference -= query_unit[query_rows[pairs]]
-        distances[pairs] = np.einsum("ij,ij->i", difference, difference)
+
+    def measure(part: slice) -> None:
+        difference = np.empty((_PAIRS, query_unit.shape[1]), dtype=np.float64)
+        query = np.empty_like(difference)
+        for pairs in row_chunks(part.stop - part.start, _PAIRS):
+            pairs = slice(part.start + pairs.start, part.start + pairs.stop)
+            ids, count = other_ids[pairs], pairs.stop - pairs.start
+            np.divide(others[ids], other_lengths[ids, None], out=difference[:count])
+            difference[:count] -= np.take(query_unit, query_rows[pairs], axis=0, out=query[:count])
+            distances[pairs] = np.einsum("ij,ij->i", difference[:count], difference[:count])
+
+    threads = max(1, min(faiss.omp_get_max_threads(), len(query_rows) // _PAIRS))
+    parts = [slice(p[0], p[-1] + 1) for p in np.array_split(np.arange(len(query_rows)), threads) if len(p)]
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(measure, parts))
     return distances
 
 
@@ -162,7 +181,7 @@ def _exact_top(
     k: int,
     query_unit: np.ndarray,
     others: np.ndarray,
-    other_unit: Callable[[np.ndarray], np.ndarray],
+    other_lengths: np.ndarray,
     centre: np.ndarray,
 ) -> np.ndarray:
     """Each query's exact k nearest others, from its float32 candidates (sorted, from the centred search, whose
@@ -177,7 +196,7 @@ def _exact_top(
         ids[sure],
         bound[sure],
         k,
-        lambda r, o: _pair_distances(query_unit, other_unit, sure[r], o),
+        lambda r, o: _pair_distances(query_unit, others, other_lengths, sure[r], o),
     )
     unsure = np.flatnonzero(~proven)
     for chunk in row_chunks(len(unsure), max(1, _FALLBACK_ENTRIES // len(others))):
@@ -197,7 +216,7 @@ def _exact_top(
             order,
             bound64,
             k,
-            lambda r, o, rows=rows: _pair_distances(query_unit, other_unit, rows[r], o),
+            lambda r, o, rows=rows: _pair_distances(query_unit, others, other_lengths, rows[r], o),
         )
     return result
 
@@ -286,12 +305,8 @@ def search_neighbours(
 
     dim = val_images.shape[1]
     centre = _common_centre(train_images, val_images)
-    # Exact distances read unit rows: validation's are kept in float64 (n_val is the smaller set, and I2IR asks for
-    # the most of them); train's are divided by their float64 lengths when read.
-    val_unit = np.empty(val_images.shape, dtype=np.float64) if k_tv else None
-    for rows in row_chunks(n_val if k_tv else 0):
-        val_unit[rows] = _unit64(val_images[rows])
-    train_lengths = _lengths(train_images)
+    # Exact distances read the other side's rows as stored and divide them by their float64 lengths.
+    train_lengths, val_lengths = _lengths(train_images), _lengths(val_images)
     val_centred, val_norms = _centred(val_images, centre, np.float32)  # visited once per train block
     val_heaps = _TopK(n_val, _candidates_kept(k_vt, n_train)) if k_vt else None
     train_radius = 0.0
@@ -319,7 +334,7 @@ def search_neighbours(
             radius = float(val_norms.max())
             train_unit = normalize(train_block.astype(np.float64))
             train_to_val[t0 : t0 + rows] = _exact_top(
-                values, ids, train_norms, radius, k_tv, train_unit, val_images, val_unit.__getitem__, centre
+                values, ids, train_norms, radius, k_tv, train_unit, val_images, val_lengths, centre
             )
     if val_heaps is not None:
         values, ids = val_heaps.sorted()
@@ -332,7 +347,7 @@ def search_neighbours(
                 k_vt,
                 _unit64(val_images[rows]),
                 train_images,
-                lambda ids: train_images[ids].astype(np.float64) / train_lengths[ids, None],
+                train_lengths,
                 centre,
             )
     return Neighbours(val_to_train, train_to_val)
