@@ -24,8 +24,13 @@ candidates, in three steps that keep its speed without trusting its rounding:
 The result is therefore the float64 ranking itself, independent of the number of threads, the tile size and the
 order in which BLAS adds things up. Keeping the heavy work inside faiss also keeps to one thread pool:
 interleaving numpy's BLAS threads with faiss's OpenMP threads makes them spin against each other.
+
+Where faiss was built with GPU support and sees a GPU (`faiss.get_num_gpus() > 0`), the float32 tiles are computed
+there (`pairwise_distance_gpu`, the same ‖x‖² + ‖y‖² − 2x·y in float32 arithmetic, and by the same bound) and
+everything after them stays as above, so the neighbours are the same exact ones.
 """
 
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -221,6 +226,23 @@ def _exact_top(
     return result
 
 
+_TileDistances = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
+
+
+def _tile_distances() -> _TileDistances:
+    """A function that fills out[i, j] with the float32 squared L2 distance between left[i] and right[j] (C-contiguous
+    float32 arrays): on the GPU when faiss has one, with faiss's BLAS otherwise."""
+    if faiss.get_num_gpus() > 0:
+        # TF32 tensor cores would round the products to 10 bits, far beyond the float32 bound the proof uses;
+        # faiss keeps float32 arithmetic, and this keeps a global CUDA override from turning TF32 on.
+        os.environ.setdefault("NVIDIA_TF32_OVERRIDE", "0")
+        resources = faiss.StandardGpuResources()
+        return lambda left, right, out: faiss.pairwise_distance_gpu(resources, left, right, D=out)
+    return lambda left, right, out: faiss.pairwise_L2sqr(
+        left.shape[1], len(left), faiss.swig_ptr(left), len(right), faiss.swig_ptr(right), faiss.swig_ptr(out)
+    )
+
+
 class _TopK:
     """The k smallest distances offered so far to each of `heaps` heaps, in faiss's C++ heaps.
 
@@ -303,13 +325,13 @@ def search_neighbours(
     if not (k_vt or k_tv):
         return Neighbours(val_to_train, train_to_val)
 
-    dim = val_images.shape[1]
     centre = _common_centre(train_images, val_images)
     # Exact distances read the other side's rows as stored and divide them by their float64 lengths.
     train_lengths, val_lengths = _lengths(train_images), _lengths(val_images)
     val_centred, val_norms = _centred(val_images, centre, np.float32)  # visited once per train block
     val_heaps = _TopK(n_val, _candidates_kept(k_vt, n_train)) if k_vt else None
     train_radius = 0.0
+    tile_distances = _tile_distances()
     buffer = np.empty(tile * tile, dtype=np.float32)  # flat, so that a partial tile is still one contiguous block
     for t0 in range(0, n_train, tile):
         train_block = train_images[t0 : t0 + tile]
@@ -322,9 +344,7 @@ def search_neighbours(
             val_block = val_centred[v0 : v0 + tile]
             cols = len(val_block)
             distances = buffer[: rows * cols].reshape(rows, cols)  # [train, validation] squared L2
-            faiss.pairwise_L2sqr(
-                dim, rows, faiss.swig_ptr(train_centred), cols, faiss.swig_ptr(val_block), faiss.swig_ptr(distances)
-            )
+            tile_distances(train_centred, val_block, distances)
             if strip_heaps is not None:
                 strip_heaps.add_rows(distances, first_heap=0, first_id=v0)
             if val_heaps is not None:
