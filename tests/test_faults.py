@@ -634,7 +634,7 @@ def test_stray_checkpoint_temporaries_of_dead_writers_are_swept(env: Env):
     from tti_eval.model import ModelProvider
 
     folder = env.cache / "models" / "digits-clip-random"
-    folder.mkdir(parents=True)
+    ModelProvider.get_model("digits-clip-random", device="cpu")  # its checkpoint exists: the next load writes none
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     stray = folder / f".checkpoint.pt.{atomic._HOST}@{dead.pid}@0123abcd.tmp"
