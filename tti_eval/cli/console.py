@@ -49,9 +49,9 @@ def user_errors(command: Callable[P, R]) -> Callable[P, R]:
             return command(*args, **kwargs)
         except TTIEvalError as e:
             raise fail(str(e)) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:  # a build's interruption says what a rerun will redo
             raise fail(
-                "Interrupted; finished files are kept and a rerun picks up where this one stopped.", 130
+                str(e) or "Interrupted; finished files are kept and a rerun picks up where this one stopped.", 130
             ) from None
 
     return wrapper

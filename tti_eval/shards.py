@@ -1,0 +1,95 @@
+"""Resumable splits: a split is embedded in fixed-size shards of consecutive images, each written atomically to a
+work folder beside the split's cache file, so that an interrupted build loses at most one shard of work.
+
+The folder (`.<model>_<split>.shards/` next to `<model>_<split>.npz`) holds a `key.json` naming what the shards were
+computed from; shards are only reused by a build whose key is identical, and a build with another key starts the
+folder afresh. Once every shard is there, the final file is assembled by streaming the shards into it in order
+(peak memory: one shard), and the folder is removed.
+"""
+
+import hashlib
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tti_eval.common.cache import atomic_write, remove_stale_temp_files
+
+DEFAULT_SHARD_SIZE = 4096
+_KEY_FILE = "key.json"
+
+
+def shard_key(**identity: Any) -> str:
+    """A digest of everything that decides a shard's content (definitions, split, number of images, shard size)."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class ShardStore:
+    """The finished shards of one split: shard `i` holds images `[i * shard_size, (i + 1) * shard_size)`."""
+
+    def __init__(self, final_path: Path, key: str, num_images: int, shard_size: int = DEFAULT_SHARD_SIZE):
+        if shard_size < 1:
+            raise ValueError("shard_size must be positive")
+        self.folder = final_path.with_name(f".{final_path.stem}.shards")
+        self.key = key
+        self.num_images = num_images
+        self.shard_size = shard_size
+        self._open()
+
+    def _open(self) -> None:
+        key_file = self.folder / _KEY_FILE
+        try:
+            found = json.loads(key_file.read_text(encoding="utf-8"))["key"]
+        except (OSError, ValueError, KeyError, TypeError):
+            found = None
+        if found != self.key:  # shards of another definition, or no usable folder: start afresh
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder.mkdir(parents=True, exist_ok=True)
+            atomic_write(key_file, lambda handle: handle.write(json.dumps({"key": self.key}).encode()))
+        remove_stale_temp_files(self.folder)
+
+    @property
+    def num_shards(self) -> int:
+        return -(-self.num_images // self.shard_size)
+
+    def rows(self, shard: int) -> range:
+        return range(shard * self.shard_size, min((shard + 1) * self.shard_size, self.num_images))
+
+    def _path(self, shard: int) -> Path:
+        return self.folder / f"shard-{shard:07d}.npz"
+
+    def missing(self) -> list[int]:
+        """Shards still to embed, in order."""
+        return [shard for shard in range(self.num_shards) if not self._path(shard).is_file()]
+
+    def resumed_images(self) -> int:
+        """Images whose embeddings a previous run already left in finished shards."""
+        done = set(range(self.num_shards)) - set(self.missing())
+        return sum(len(self.rows(shard)) for shard in done)
+
+    def write(self, shard: int, images: np.ndarray, labels: np.ndarray) -> None:
+        if images.shape[0] != len(self.rows(shard)) or labels.shape[0] != images.shape[0]:
+            raise ValueError(f"shard {shard} needs {len(self.rows(shard))} rows, got {images.shape[0]}")
+        atomic_write(self._path(shard), lambda handle: np.savez(handle, images=images, labels=labels))
+
+    def _read(self, shard: int, name: str) -> np.ndarray:
+        with np.load(self._path(shard), allow_pickle=False) as archive:
+            return archive[name]
+
+    def image_chunks(self) -> Iterator[np.ndarray]:
+        """Each shard's image embeddings in order, one shard in memory at a time."""
+        for shard in range(self.num_shards):
+            yield self._read(shard, "images")
+
+    def labels(self) -> np.ndarray:
+        return np.concatenate([self._read(shard, "labels") for shard in range(self.num_shards)])
+
+    def dim(self) -> int:
+        with np.load(self._path(0), allow_pickle=False) as archive:
+            return int(archive["images"].shape[1])
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
