@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from tti_eval.cli.main import app
 from tti_eval.common import EmbeddingDefinition, Split
-from tti_eval.common.cache import load_metadata
+from tti_eval.common.cache import embedding_path, load_embeddings, load_metadata
 from tti_eval.compute import compute_embeddings, embed_class_prompts
 from tti_eval.dataset import DatasetProvider
 from tti_eval.model import ModelProvider
@@ -35,11 +35,11 @@ def _invoke(*args: str):
 def test_build_writes_both_splits_then_skips_then_overwrites(sources, cache_path):
     result = _invoke("build", "--model-dataset", str(PAIR), "--num-workers", "0")
     assert result.exit_code == 0, result.output
-    paths = [PAIR.embedding_path(s) for s in (Split.TRAIN, Split.VALIDATION)]
-    assert all(p.is_file() for p in paths) and not PAIR.embedding_path(Split.TEST).exists()
+    paths = [embedding_path(PAIR, s) for s in (Split.TRAIN, Split.VALIDATION)]
+    assert all(p.is_file() for p in paths) and not embedding_path(PAIR, Split.TEST).exists()
 
     dataset = DatasetProvider.get_dataset(PAIR.dataset, Split.VALIDATION)
-    embeddings = PAIR.load_embeddings(Split.VALIDATION)
+    embeddings = load_embeddings(PAIR, Split.VALIDATION)
     assert embeddings.images.shape[0] == len(dataset) and embeddings.classes.shape[0] == len(dataset.class_names)
     np.testing.assert_allclose(np.linalg.norm(embeddings.images, axis=1), 1, atol=1e-5)
     assert list(embeddings.labels) == [dataset.get_image_and_label(i)[1] for i in range(len(dataset))]
@@ -106,7 +106,7 @@ def test_a_failing_pair_does_not_stop_the_others(sources, cache_path, test_sourc
     finally:
         (test_sources_dir / "models" / "broken-local.json").unlink()
     assert result.exit_code == 1
-    assert "broken-local/digits-tree" in result.output and PAIR.embedding_path(Split.VALIDATION).is_file()
+    assert "broken-local/digits-tree" in result.output and embedding_path(PAIR, Split.VALIDATION).is_file()
 
 
 def test_without_a_terminal_the_picker_asks_for_pairs(sources, cache_path):
@@ -147,14 +147,14 @@ def _wait_for(condition, process, timeout=120.0) -> None:
 
 
 def _assert_nothing_partial(cache_path) -> None:
-    folder = PAIR.embedding_path(Split.TRAIN).parent
+    folder = embedding_path(PAIR, Split.TRAIN).parent
     for file in folder.glob("*.npz") if folder.is_dir() else []:
         split = Split(file.stem.rsplit("_", 1)[1])
-        PAIR.load_embeddings(split)  # complete and readable, or it would raise
+        load_embeddings(PAIR, split)  # complete and readable, or it would raise
 
 
 def test_a_killed_build_leaves_nothing_partial_and_a_rerun_completes(sources, cache_path):
-    train, validation = PAIR.embedding_path(Split.TRAIN), PAIR.embedding_path(Split.VALIDATION)
+    train, validation = embedding_path(PAIR, Split.TRAIN), embedding_path(PAIR, Split.VALIDATION)
     temp_files = lambda: list(train.parent.glob(".*.tmp")) if train.parent.is_dir() else []  # noqa: E731
     kill_points = [
         lambda: train.parent.is_dir(),  # while the first split is being embedded

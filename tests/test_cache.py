@@ -1,12 +1,22 @@
 import json
 import os
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
 import pytest
 
-from tti_eval.common import CacheError, EmbeddingDefinition, Embeddings, Split
-from tti_eval.common.cache import _HOST, list_cached, load_metadata, read_shape, remove_stale_temp_files
+from tti_eval.common import CacheError, EmbeddingDefinition, Embeddings, Split, atomic
+from tti_eval.common.atomic import _HOST, remove_stale_temp_files
+from tti_eval.common.cache import (
+    embedding_path,
+    list_cached,
+    load_embeddings,
+    load_metadata,
+    read_shape,
+    save_embeddings,
+)
 
 
 def _embeddings(n=5, d=3, classes=True):
@@ -21,10 +31,10 @@ def _embeddings(n=5, d=3, classes=True):
 def test_round_trip_with_metadata(cache_path):
     d = EmbeddingDefinition(model="m", dataset="ds")
     e = _embeddings()
-    path = d.save_embeddings(e, Split.TRAIN, {"class_names": ["a", "b"]})
+    path = save_embeddings(d, e, Split.TRAIN, {"class_names": ["a", "b"]})
     with np.load(path, allow_pickle=False) as archive:
         assert set(archive.files) == {"image_embeddings", "labels", "class_embeddings", "metadata"}
-    loaded = d.load_embeddings(Split.TRAIN)
+    loaded = load_embeddings(d, Split.TRAIN)
     np.testing.assert_array_equal(loaded.images, e.images)
     np.testing.assert_array_equal(loaded.classes, e.classes)
     np.testing.assert_array_equal(loaded.labels, e.labels)
@@ -36,7 +46,7 @@ def test_round_trip_with_metadata(cache_path):
 def test_original_tool_layout_loads(cache_path):
     """A file as the original tool wrote it (np.savez_compressed, no metadata) loads unchanged."""
     d = EmbeddingDefinition(model="clip", dataset="plants")
-    path = d.embedding_path(Split.VALIDATION)
+    path = embedding_path(d, Split.VALIDATION)
     path.parent.mkdir(parents=True)
     rng = np.random.default_rng(1)
     images, classes, labels = (
@@ -45,7 +55,7 @@ def test_original_tool_layout_loads(cache_path):
         np.array([0, 2, 1, 2]),
     )
     np.savez_compressed(path, image_embeddings=images, class_embeddings=classes, labels=labels)
-    loaded = d.load_embeddings(Split.VALIDATION)
+    loaded = load_embeddings(d, Split.VALIDATION)
     np.testing.assert_array_equal(loaded.images, images)
     assert loaded.classes.shape == (3, 8) and list(loaded.labels) == [0, 2, 1, 2]
     assert load_metadata(d, Split.VALIDATION) == {}
@@ -55,13 +65,13 @@ def test_original_tool_layout_loads(cache_path):
 def test_missing_embeddings_name_the_build_command(cache_path):
     d = EmbeddingDefinition(model="clip", dataset="plants")
     with pytest.raises(CacheError, match=r"run `tti-eval build --model-dataset clip/plants` first"):
-        d.load_embeddings(Split.TRAIN)
+        load_embeddings(d, Split.TRAIN)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "missing-key"])
 def test_damaged_file_gives_one_sentence(cache_path, damage):
     d = EmbeddingDefinition(model="clip", dataset="plants")
-    path = d.save_embeddings(_embeddings(n=200, d=64), Split.TRAIN)
+    path = save_embeddings(d, _embeddings(n=200, d=64), Split.TRAIN)
     if damage == "truncate":
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     elif damage == "garbage":
@@ -70,7 +80,7 @@ def test_damaged_file_gives_one_sentence(cache_path, damage):
         with zipfile.ZipFile(path, "w") as archive:
             archive.writestr("labels.npy", b"")
     with pytest.raises(CacheError) as error:
-        d.load_embeddings(Split.TRAIN)
+        load_embeddings(d, Split.TRAIN)
     message = str(error.value)
     assert str(path) in message and "--overwrite" in message and "\n" not in message
 
@@ -82,7 +92,7 @@ def test_list_cached_orders_pairs_and_splits(cache_path):
         ("b", "x", Split.TRAIN),
         ("a", "W", Split.TRAIN),
     ]:
-        EmbeddingDefinition(model=model, dataset=dataset).save_embeddings(_embeddings(), split)
+        save_embeddings(EmbeddingDefinition(model=model, dataset=dataset), _embeddings(), split)
     (cache_path / "embeddings" / "x" / "notes.npz").write_bytes(b"")  # not a split file: ignored
     cached = list_cached()
     assert [str(d) for d in cached] == ["a/W", "b/x", "siglip_large/x"]
@@ -100,7 +110,7 @@ def test_stale_temp_files_of_dead_writers_are_removed(tmp_path):
 
 
 def test_cache_files_are_readable_by_the_team(cache_path):
-    path = EmbeddingDefinition(model="m", dataset="ds").save_embeddings(_embeddings(), Split.TRAIN)
+    path = save_embeddings(EmbeddingDefinition(model="m", dataset="ds"), _embeddings(), Split.TRAIN)
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
@@ -108,18 +118,85 @@ def test_cache_files_are_readable_by_the_team(cache_path):
 
 def test_an_npy_under_an_npz_name_gets_one_sentence(cache_path):
     d = EmbeddingDefinition(model="m", dataset="ds")
-    path = d.embedding_path(Split.TRAIN)
+    path = embedding_path(d, Split.TRAIN)
     path.parent.mkdir(parents=True)
     with path.open("wb") as handle:
         np.save(handle, np.ones((2, 2)))
     with pytest.raises(CacheError, match="cannot be read"):
-        d.load_embeddings(Split.TRAIN)
+        load_embeddings(d, Split.TRAIN)
 
 
 def test_metadata_is_json_not_pickle(cache_path):
     d = EmbeddingDefinition(model="m", dataset="ds")
-    path = d.save_embeddings(_embeddings(classes=False), Split.TEST, {"n": 1})
+    path = save_embeddings(d, _embeddings(classes=False), Split.TEST, {"n": 1})
     with np.load(path, allow_pickle=False) as archive:
         assert json.loads(str(archive["metadata"])) == {"n": 1}
         assert "class_embeddings" not in archive.files
-    assert d.load_embeddings(Split.TEST).classes is None
+    assert load_embeddings(d, Split.TEST).classes is None
+
+
+def _temp_files(folder):
+    return sorted(p.name for p in folder.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("phase", ["writing", "fsync", "rename"])
+def test_a_write_that_fails_at_any_phase_keeps_the_old_file(cache_path, monkeypatch, phase):
+    """Fail between the first byte and the rename: the previous file must still load unchanged, and no temporary
+    file may be left. A writer that wrote into the target directly would leave it half-written here."""
+    d = EmbeddingDefinition(model="m", dataset="ds")
+    old = _embeddings(n=50, d=16)
+    path = save_embeddings(d, old, Split.TRAIN)
+
+    def fail(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        if phase == "writing":
+            real_savez = np.savez
+
+            def half_then_fail(handle, **arrays):
+                real_savez(handle, **arrays)
+                handle.truncate(handle.tell() // 2)
+                fail()
+
+            patch.setattr(np, "savez", half_then_fail)
+        else:
+            patch.setattr(atomic.os, {"fsync": "fsync", "rename": "replace"}[phase], fail)
+        with pytest.raises(OSError, match="No space"):
+            save_embeddings(d, _embeddings(n=80, d=16), Split.TRAIN)
+    np.testing.assert_array_equal(load_embeddings(d, Split.TRAIN).images, old.images)
+    assert _temp_files(path.parent) == []
+
+
+def test_a_write_is_flushed_to_disk_before_it_is_renamed(tmp_path, monkeypatch):
+    calls = []
+    real_fsync, real_replace = atomic.os.fsync, atomic.os.replace
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd)))
+    monkeypatch.setattr(atomic.os, "replace", lambda a, b: (calls.append("replace"), real_replace(a, b)))
+    atomic.atomic_write(tmp_path / "f.bin", lambda handle: handle.write(b"data"))
+    assert calls == ["fsync", "replace"] and (tmp_path / "f.bin").read_bytes() == b"data"
+
+
+def test_temp_names_carry_host_and_pid_and_stale_ones_are_swept_by_the_next_write(tmp_path):
+    target = tmp_path / "f.bin"
+    dead = tmp_path / f".f.bin.{_HOST}@999999999@0badc0de.tmp"
+    unrelated = tmp_path / f".g.bin.{_HOST}@999999999@0badc0de.tmp"  # another target's leftovers: not this write's
+    for file in (dead, unrelated):
+        file.write_bytes(b"x")
+    seen = []
+    atomic.atomic_write(target, lambda handle: seen.extend(_temp_files(tmp_path)))
+    assert not dead.exists() and unrelated.exists()
+    mine = [name for name in seen if name.startswith(".f.bin.")]
+    assert len(mine) == 1 and mine[0].startswith(f".f.bin.{_HOST}@{os.getpid()}@")
+
+
+def test_importing_tti_eval_changes_no_process_state():
+    """Reading the umask means setting it (for a moment, for every thread): no module may do it at import."""
+    code = (
+        "import os\n"
+        "def refuse(*a):\n    raise AssertionError('umask changed at import')\n"
+        "os.umask = refuse\n"
+        "import tti_eval.common, tti_eval.common.cache, tti_eval.common.atomic, tti_eval.compute, tti_eval.cli.main\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from tti_eval.cli.main import app
 from tti_eval.common import EmbeddingDefinition, Split
+from tti_eval.common.cache import embedding_path, load_embeddings
 
 runner = CliRunner()
 MODELS = ("tiny-openclip", "tiny-hf-clip")
@@ -70,7 +71,7 @@ def test_evaluate_one_evaluator_matches_the_python_api(cli_env):
     (row,) = list(csv.DictReader(csv_path.open()))
     pair = EmbeddingDefinition(model=MODELS[0], dataset=DATASET)
     expected = WeightedKNNClassifier(
-        pair.load_embeddings(Split.TRAIN), pair.load_embeddings(Split.VALIDATION)
+        load_embeddings(pair, Split.TRAIN), load_embeddings(pair, Split.VALIDATION)
     ).evaluate()
     assert float(row["Accuracy"]) == pytest.approx(expected, abs=1e-12)
 
@@ -84,7 +85,7 @@ def test_evaluate_cross_validates_the_linear_probe_on_request(cli_env):
     (row,) = list(csv.DictReader(csv_path.open()))
     pair = EmbeddingDefinition(model=MODELS[0], dataset=DATASET)
     probe = LinearProbeClassifier(
-        pair.load_embeddings(Split.TRAIN), pair.load_embeddings(Split.VALIDATION), cross_validate=True
+        load_embeddings(pair, Split.TRAIN), load_embeddings(pair, Split.VALIDATION), cross_validate=True
     )
     assert float(row["Accuracy"]) == pytest.approx(probe.evaluate(), abs=1e-12)
     assert f"C = {probe.C:g}, chosen by" in row["Note"]
@@ -196,7 +197,7 @@ def test_a_damaged_cache_file_gets_its_sentence_and_the_rest_still_runs(built, o
     cache = tmp_path / "damaged-cache"
     shutil.copytree(built, cache)
     monkeypatch.setenv("TTI_EVAL_CACHE_PATH", str(cache))
-    damaged = EmbeddingDefinition(model=MODELS[0], dataset=DATASET).embedding_path(Split.TRAIN)
+    damaged = embedding_path(EmbeddingDefinition(model=MODELS[0], dataset=DATASET), Split.TRAIN)
     damaged.write_bytes(damaged.read_bytes()[:1000])
 
     result = invoke("evaluate", "--all", "-e", "wKNN")

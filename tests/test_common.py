@@ -11,6 +11,7 @@ from tti_eval.common import (
     get_settings,
     malloc,
 )
+from tti_eval.common.cache import embedding_path
 
 
 def test_split_values():
@@ -58,7 +59,7 @@ def test_definition_titles_cannot_escape_the_cache(title):
 
 def test_definition_paths_stay_inside_the_cache(cache_path):
     d = EmbeddingDefinition(model="siglip_large", dataset="Alzheimer-MRI")
-    path = d.embedding_path(Split.TRAIN)
+    path = embedding_path(d, Split.TRAIN)
     assert path == cache_path / "embeddings" / "Alzheimer-MRI" / "siglip_large_train.npz"
     assert path.resolve().is_relative_to(cache_path.resolve())
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tti_eval.common.base import EmbeddingDefinition, Embeddings, Split
+from tti_eval.common.cache import load_embeddings, save_embeddings
 from tti_eval.evaluation import EVALUATORS, I2IRetrievalEvaluator, WeightedKNNClassifier, ZeroShotClassifier
 from tti_eval.evaluation.evaluator import evaluate_embeddings, run_evaluation
 from tti_eval.evaluation.metrics import EvaluationResult, Score
@@ -28,8 +29,8 @@ def synthetic(seed: int, n: int, dim: int = 12, with_classes: bool = True) -> Em
 def cache_pair(definition: EmbeddingDefinition, seed: int, splits=(Split.TRAIN, Split.VALIDATION), **kwargs) -> None:
     metadata = {"class_names": [f"class {i}" for i in range(7)]}
     for offset, split in enumerate(splits):
-        definition.save_embeddings(
-            synthetic(seed + offset, 90 if split == Split.TRAIN else 40, **kwargs), split, metadata
+        save_embeddings(
+            definition, synthetic(seed + offset, 90 if split == Split.TRAIN else 40, **kwargs), split, metadata
         )
 
 
@@ -59,7 +60,7 @@ def test_run_evaluation_scores_every_pair_and_explains_the_rest(cached):
     assert calls[-1] == (12, 12, "done") and [c[0] for c in calls] == sorted(c[0] for c in calls)
 
     # The numbers are those of the evaluators run directly, with num_classes from the cached class names.
-    train, val = good.load_embeddings(Split.TRAIN), good.load_embeddings(Split.VALIDATION)
+    train, val = load_embeddings(good, Split.TRAIN), load_embeddings(good, Split.VALIDATION)
     by_title = {r.evaluator: r for r in run.results if r.model == "clip"}
     for title, evaluator in EVALUATORS.items():
         direct = evaluator(train, val, num_classes=7)

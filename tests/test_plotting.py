@@ -8,6 +8,7 @@ from PIL import Image
 from threadpoolctl import threadpool_limits
 
 from tti_eval.common import EmbeddingDefinition, Embeddings, Split, TTIEvalError, UnknownTitleError
+from tti_eval.common.cache import save_embeddings
 from tti_eval.plotting import animation, reduction
 from tti_eval.plotting.animation import (
     NoDisplayError,
@@ -36,7 +37,7 @@ def clustered(labels: np.ndarray, dim: int = 16, seed: int = 0) -> Embeddings:
 def save_pair(labels: np.ndarray, class_names: list[str] | None) -> None:
     metadata = None if class_names is None else {"class_names": class_names}
     for seed, definition in enumerate((MODEL_A, MODEL_B)):
-        definition.save_embeddings(clustered(labels, seed=seed), Split.VALIDATION, metadata=metadata)
+        save_embeddings(definition, clustered(labels, seed=seed), Split.VALIDATION, metadata=metadata)
 
 
 @pytest.fixture
@@ -89,7 +90,7 @@ def test_umap_is_seeded() -> None:
 
 def test_reduction_is_cached_reused_and_recomputed_when_embeddings_change(cache_path, counting_pca) -> None:
     labels = np.arange(50) % 5
-    MODEL_A.save_embeddings(clustered(labels), Split.VALIDATION)
+    save_embeddings(MODEL_A, clustered(labels), Split.VALIDATION)
 
     first = reduce_embeddings(MODEL_A, Split.VALIDATION, "pca")
     path = cache_path / "reductions" / DATASET / "model-a_validation_pca.npz"
@@ -98,7 +99,7 @@ def test_reduction_is_cached_reused_and_recomputed_when_embeddings_change(cache_
     np.testing.assert_array_equal(reduce_embeddings(MODEL_A, Split.VALIDATION, "pca"), first)
     assert counting_pca == [50]
 
-    MODEL_A.save_embeddings(clustered(labels, seed=1), Split.VALIDATION)  # a rebuild with other numbers
+    save_embeddings(MODEL_A, clustered(labels, seed=1), Split.VALIDATION)  # a rebuild with other numbers
     changed = reduce_embeddings(MODEL_A, Split.VALIDATION, "pca")
     assert counting_pca == [50, 50]
     assert not np.allclose(changed, first)
@@ -116,12 +117,12 @@ def test_reduction_errors(cache_path) -> None:
         reduce_embeddings(MODEL_A, Split.VALIDATION, "uamp")
     with pytest.raises(TTIEvalError, match="tti-eval build --model-dataset model-a/synthetic"):
         reduce_embeddings(MODEL_A, Split.VALIDATION, "pca")
-    MODEL_A.save_embeddings(clustered(np.array([0, 1, 0])), Split.VALIDATION)
+    save_embeddings(MODEL_A, clustered(np.array([0, 1, 0])), Split.VALIDATION)
     with pytest.raises(TTIEvalError, match="only 3 validation images"):
         reduce_embeddings(MODEL_A, Split.VALIDATION, "pca")
     broken = clustered(np.arange(10) % 2)
     broken.images[3] = np.nan
-    MODEL_A.save_embeddings(broken, Split.VALIDATION)
+    save_embeddings(MODEL_A, broken, Split.VALIDATION)
     with pytest.raises(TTIEvalError, match="NaN"):
         reduce_embeddings(MODEL_A, Split.VALIDATION, "pca")
 
@@ -218,8 +219,8 @@ def test_class_names_fall_back_to_label_numbers_without_metadata(cache_path) -> 
 
 
 def test_models_must_share_images_and_dataset(cache_path) -> None:
-    MODEL_A.save_embeddings(clustered(np.arange(20) % 2), Split.VALIDATION)
-    MODEL_B.save_embeddings(clustered(np.arange(20) % 4), Split.VALIDATION)
+    save_embeddings(MODEL_A, clustered(np.arange(20) % 2), Split.VALIDATION)
+    save_embeddings(MODEL_B, clustered(np.arange(20) % 4), Split.VALIDATION)
     with pytest.raises(TTIEvalError, match="hold different validation images"):
         build_animation(MODEL_A, MODEL_B, reduction="pca")
     with pytest.raises(TTIEvalError, match="different datasets"):

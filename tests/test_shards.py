@@ -12,7 +12,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from tti_eval.common import EmbeddingDefinition, Embeddings, Split
-from tti_eval.common.cache import load_metadata, save_embeddings_streamed
+from tti_eval.common.cache import embedding_path, load_metadata, save_embeddings_streamed
 from tti_eval.compute import BuildInterrupted, build_embeddings, compute_embeddings
 from tti_eval.dataset import DatasetProvider
 from tti_eval.dataset.types.image_folder import ImageFolderDataset
@@ -51,7 +51,7 @@ def _build(model, pair: EmbeddingDefinition = PAIR, **options):
 
 
 def _shards_folder(pair: EmbeddingDefinition = PAIR):
-    path = pair.embedding_path(Split.TRAIN)
+    path = embedding_path(pair, Split.TRAIN)
     return path.with_name(f".{path.stem}.shards")
 
 
@@ -64,12 +64,12 @@ def test_an_interrupted_split_resumes_from_its_finished_shards(model, cache_path
     assert f"32 of {total} train images" in str(interrupted.value) and f"the other {total - 32}" in str(
         interrupted.value
     )
-    assert not PAIR.embedding_path(Split.TRAIN).exists()
+    assert not embedding_path(PAIR, Split.TRAIN).exists()
 
     passes = ForwardPasses(model, monkeypatch)
     resumed = _build(model)
     assert passes.images == total - 32
-    assert not _shards_folder().exists() and not list(PAIR.embedding_path(Split.TRAIN).parent.glob(".*"))
+    assert not _shards_folder().exists() and not list(embedding_path(PAIR, Split.TRAIN).parent.glob(".*"))
 
     # The reference: the whole split embedded in one pass in memory, with nothing cached.
     dataset = DatasetProvider.get_dataset(PAIR.dataset, Split.TRAIN)
@@ -120,7 +120,7 @@ def test_a_killed_build_process_resumes(model, cache_path, monkeypatch):
     process.send_signal(signal.SIGKILL)
     process.wait()
     finished = len(list(_shards_folder().glob("shard-*.npz")))
-    assert finished >= 2 and not PAIR.embedding_path(Split.TRAIN).exists()
+    assert finished >= 2 and not embedding_path(PAIR, Split.TRAIN).exists()
 
     passes = ForwardPasses(model, monkeypatch)
     built = _build(model)
@@ -144,7 +144,7 @@ def test_the_streamed_file_is_what_savez_writes(cache_path, tmp_path):
             np.testing.assert_array_equal(got[name], expected[name])
     with pytest.raises(ValueError, match="expected 11 image embeddings"):
         save_embeddings_streamed(PAIR, Split.VALIDATION, [embeddings.images], (11, 3), embeddings.labels)
-    assert not PAIR.embedding_path(Split.VALIDATION).exists()
+    assert not embedding_path(PAIR, Split.VALIDATION).exists()
 
 
 def test_a_store_with_another_key_starts_afresh(tmp_path):

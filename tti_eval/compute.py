@@ -22,7 +22,8 @@ from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 from torch.utils.data import Dataset as TorchDataset
 
 from tti_eval.common import EmbeddingDefinition, Embeddings, Split, TTIEvalError
-from tti_eval.common.cache import embedding_path, remove_stale_temp_files, save_embeddings_streamed
+from tti_eval.common.atomic import remove_stale_temp_files
+from tti_eval.common.cache import embedding_path, load_embeddings, save_embeddings_streamed
 from tti_eval.common.malloc import freed_memory_kept
 from tti_eval.dataset import DatasetProvider
 from tti_eval.dataset.base import Dataset
@@ -312,7 +313,7 @@ def _build_split(
         build_metadata(definition, split, dataset, shape),
     )
     store.remove()
-    return definition.load_embeddings(split)
+    return load_embeddings(definition, split)
 
 
 def build_embeddings(

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from tti_eval.common.cache import atomic_write, remove_stale_temp_files
+from tti_eval.common.atomic import atomic_write, remove_stale_temp_files
 
 DEFAULT_SHARD_SIZE = 4096
 _KEY_FILE = "key.json"

@@ -5,12 +5,13 @@ the commands that need them, so `--help` and `list` answer at once.
 """
 
 from collections.abc import Callable, Sequence
+from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from tti_eval.common import EmbeddingDefinition, Split, get_settings
-from tti_eval.common.cache import list_cached, read_shape
+from tti_eval.common.cache import embeddings_exist, list_cached, read_shape
 from tti_eval.common.errors import TTIEvalError
 from tti_eval.dataset import DatasetProvider
 from tti_eval.model import ModelProvider
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
+    from tti_eval.compute import Engine
     from tti_eval.model.base import Model
 
 app = typer.Typer(
@@ -58,7 +60,7 @@ def parse_pairs(texts: list[str], cached_splits: Sequence[Split] = ()) -> list[E
     pairs = []
     for text in texts:
         pair = EmbeddingDefinition.parse(text)
-        if not (cached_splits and all(pair.embeddings_exist(s) for s in cached_splits)):
+        if not (cached_splits and all(embeddings_exist(pair, s) for s in cached_splits)):
             for registry, title in ((ModelProvider.registry, pair.model), (DatasetProvider.registry, pair.dataset)):
                 if title not in registry.titles():
                     raise TTIEvalError(registry.unknown_title_message(title))
@@ -78,13 +80,18 @@ def _pick_pairs_to_build(include_existing: bool, by_dataset: bool, splits: list[
     require_terminal("pairs")
 
     def is_new(pair: EmbeddingDefinition) -> bool:
-        return include_existing or not all(pair.embeddings_exist(s) for s in splits)
+        return include_existing or not all(embeddings_exist(pair, s) for s in splits)
 
     if by_dataset:
         dataset = pick_one(DatasetProvider.list_dataset_titles(), "Pick a dataset")
         models = [m for m in ModelProvider.list_model_titles() if is_new(EmbeddingDefinition(model=m, dataset=dataset))]
         return [EmbeddingDefinition(model=m, dataset=dataset) for m in pick_some(models, f"Pick models for {dataset}")]
     return pick_pairs([p for p in all_pairs() if is_new(p)], "Pick model/dataset pairs to build")
+
+
+class BuildEngine(StrEnum):
+    LOCAL = "local"
+    RAY = "ray"
 
 
 @app.command()
@@ -107,19 +114,38 @@ def build(
     ] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or mps. Default: the best available.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Rebuild splits that are already cached.")] = False,
+    engine: Annotated[
+        BuildEngine, typer.Option(help="local: this process. ray: a Ray cluster (`pip install -e '.[ray]'`).")
+    ] = BuildEngine.LOCAL,
+    address: Annotated[
+        str | None, typer.Option(help="Ray: the cluster to join, e.g. ray://head:10001. Default: a local Ray.")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Ray: model actors. Default: one per GPU, or one without GPUs.")
+    ] = None,
+    gpus_per_worker: Annotated[
+        float | None, typer.Option(min=0, help="Ray: GPUs per model actor (0: on CPU). Default: 1 with GPUs.")
+    ] = None,
 ) -> None:
     """Compute and cache image and class embeddings for model/dataset pairs."""
     from tti_eval.compute import DEFAULT_SPLITS
 
+    ray_options = {"address": address, "workers": workers, "gpus_per_worker": gpus_per_worker}
+    if engine is BuildEngine.LOCAL and any(value is not None for value in ray_options.values()):
+        raise TTIEvalError("--address, --workers and --gpus-per-worker apply to --engine ray only.")
+    if engine is BuildEngine.RAY and (device is not None or num_workers is not None):
+        raise TTIEvalError("--device and --num-workers apply to --engine local; with Ray use --gpus-per-worker.")
     splits = list(dict.fromkeys(split or DEFAULT_SPLITS))
     _report_definition_problems()
     pairs = parse_pairs(model_dataset) if model_dataset else _pick_pairs_to_build(include_existing, by_dataset, splits)
     if not pairs:
         console.print("Nothing to build.")
         return
-    failed = _build_pairs(
-        pairs, splits, overwrite=overwrite, batch_size=batch_size, num_workers=num_workers, device=device
-    )
+    options = {"overwrite": overwrite, "batch_size": batch_size}
+    if engine is BuildEngine.RAY:
+        failed = _build_pairs_on_ray(pairs, splits, ray_options, **options)
+    else:
+        failed = _build_pairs(pairs, splits, num_workers=num_workers, device=device, **options)
     if failed:
         raise typer.Exit(1)
 
@@ -143,19 +169,39 @@ def _load_once(title: str, device: str | None, console: "Console") -> Callable[[
     return load
 
 
-def _build_pairs(pairs: list[EmbeddingDefinition], splits: list[Split], **options) -> int:
-    """Build each pair; a pair that fails is reported in one sentence and the others still build."""
+def _build_pairs_on_ray(pairs: list[EmbeddingDefinition], splits: list[Split], ray_options: dict, **options) -> int:
+    """`_build_pairs` with each model's splits embedded on one Ray session (started or joined once)."""
+    from tti_eval.ray_engine import RayEngine, ray_session
+
+    address = ray_options.pop("address")
+    with ray_session(address):
+        console.print(f"Building on Ray ({address or 'a local cluster'}) …")
+        engines = lambda title: RayEngine(title, batch_size=options["batch_size"], **ray_options)  # noqa: E731
+        return _build_pairs(pairs, splits, engines=engines, **options)
+
+
+def _build_pairs(
+    pairs: list[EmbeddingDefinition],
+    splits: list[Split],
+    engines: Callable[[str], "Engine"] | None = None,
+    **options,
+) -> int:
+    """Build each pair; a pair that fails is reported in one sentence and the others still build. Without
+    `engines` (model title -> engine) the pairs are embedded in this process."""
     from tti_eval.compute import build_embeddings, new_progress
 
     failed = 0
-    device = options.pop("device")
+    device = options.pop("device", None)
     with new_progress() as progress:
-        # Pairs of one model run back to back and share one loader, so each model is loaded at most once.
+        # Pairs of one model run back to back and share one loader (or engine), so each model is loaded at most once.
         for model_title in dict.fromkeys(pair.model for pair in pairs):
             load_model = _load_once(model_title, device, progress.console)
+            engine = engines(model_title) if engines else None
             for pair in (p for p in pairs if p.model == model_title):
                 try:
-                    built = build_embeddings(pair, splits, load_model=load_model, progress=progress, **options)
+                    built = build_embeddings(
+                        pair, splits, load_model=load_model, engine=engine, progress=progress, **options
+                    )
                 except TTIEvalError as e:
                     failed += 1
                     progress.console.print(f"[bold red]✗[/] {pair}: {e}", highlight=False)
@@ -215,7 +261,7 @@ def evaluate(
 
         require_terminal("pairs")
         pairs = pick_pairs(cached_pairs(), "Pick model/dataset pairs to evaluate")
-    missing = [p for p in pairs if not all(p.embeddings_exist(s) for s in (Split.TRAIN, Split.VALIDATION))]
+    missing = [p for p in pairs if not all(embeddings_exist(p, s) for s in (Split.TRAIN, Split.VALIDATION))]
     for pair in missing:
         console.print(
             f"[bold red]✗[/] {pair} has no train and validation embeddings; run `{build_command(pair)}` first.",
@@ -308,7 +354,7 @@ def animate(
 
     pairs = [EmbeddingDefinition(model=m, dataset=dataset) for m in (from_model, to_model)]
     for pair in pairs:
-        if not pair.embeddings_exist(split):
+        if not embeddings_exist(pair, split):
             raise TTIEvalError(
                 f"{pair} has no {split.value} embeddings; run `{build_command(pair)} --split {split.value}` first."
             )

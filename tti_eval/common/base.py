@@ -1,12 +1,17 @@
-"""The small typed objects every stage passes along: splits, embeddings and (model, dataset) pairs."""
+"""The small typed objects every stage passes along: splits, embeddings and (model, dataset) pairs.
+
+Plain values: reading and writing them is the cache's job (`tti_eval.common.cache`), so this module imports no I/O.
+"""
 
 import re
 from enum import StrEnum
-from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .errors import TTIEvalError
+from .vectors import check_vectors
 
 _SAFE_TITLE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+@-]*")
 
@@ -80,8 +85,6 @@ class Embeddings(BaseModel):
 
     def check_usable(self, name: str = "embeddings") -> None:
         """Zero or non-finite vectors cannot be normalised; say so instead of producing NaN scores."""
-        from .vectors import check_vectors
-
         check_vectors(self.images, f"{name} images")
         if self.classes is not None:
             check_vectors(self.classes, f"{name} class embeddings")
@@ -101,8 +104,6 @@ class EmbeddingDefinition(BaseModel):
     @classmethod
     def parse(cls, text: str) -> "EmbeddingDefinition":
         """Read the CLI's `MODEL/DATASET` form."""
-        from .errors import TTIEvalError
-
         model, sep, dataset = text.partition("/")
         if not sep or not model or not dataset or "/" in dataset:
             raise TTIEvalError(f"'{text}' is not of the form MODEL/DATASET, e.g. clip/plants.")
@@ -110,24 +111,6 @@ class EmbeddingDefinition(BaseModel):
             return cls(model=model, dataset=dataset)
         except ValueError as e:
             raise TTIEvalError(f"'{text}' is not a valid MODEL/DATASET pair: {_first_error(e)}.") from None
-
-    def embedding_path(self, split: Split, cache_path: Path | None = None) -> Path:
-        from .cache import embedding_path
-
-        return embedding_path(self, split, cache_path)
-
-    def embeddings_exist(self, split: Split) -> bool:
-        return self.embedding_path(split).is_file()
-
-    def load_embeddings(self, split: Split) -> Embeddings:
-        from .cache import load_embeddings
-
-        return load_embeddings(self, split)
-
-    def save_embeddings(self, embeddings: Embeddings, split: Split, metadata: dict[str, Any] | None = None) -> Path:
-        from .cache import save_embeddings
-
-        return save_embeddings(self, split, embeddings, metadata)
 
 
 def _first_error(error: ValueError) -> str:

@@ -2,15 +2,11 @@
 
 The array keys (`image_embeddings`, `class_embeddings`, `labels`) are the original tool's, so its caches load
 unchanged. Metadata rides along in the same file as a JSON string (`metadata`), which keeps one file per split and
-lets every load use `allow_pickle=False`. Writes go to a temporary file in the same folder and are renamed into
-place, so a killed build never leaves a file that looks finished.
+lets every load use `allow_pickle=False`. Writes are atomic (`atomic.py`), so a killed build never leaves a file that
+looks finished. This is the only module that reads or writes embedding files.
 """
 
 import json
-import os
-import re
-import socket
-import tempfile
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,16 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from .atomic import atomic_write
 from .base import EmbeddingDefinition, Embeddings, Split
 from .errors import CacheError
 from .settings import get_settings
 
 _SPLIT_SUFFIXES = tuple(f"_{split.value}" for split in Split)
-_TEMP_SUFFIX = ".tmp"
-_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())
-_TEMP_WRITER = re.compile(r"\.(?P<host>[A-Za-z0-9_-]*)@(?P<pid>\d+)@[^@]*\.tmp$")
-_UMASK = os.umask(0)
-os.umask(_UMASK)  # reading the umask means setting it; put it straight back
 
 
 def embedding_path(definition: EmbeddingDefinition, split: Split, cache_path: Path | None = None) -> Path:
@@ -39,46 +31,12 @@ def build_command(definition: EmbeddingDefinition, overwrite: bool = False) -> s
     return f"tti-eval build --model-dataset {definition}" + (" --overwrite" if overwrite else "")
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call `write(file)` on a temporary file beside `path`, then move it into place in one step.
-
-    The temporary name carries the writer's pid, so that a later run can tell the leftovers of a killed writer
-    (SIGKILL leaves no chance to clean up) from a file another live process is still writing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{_HOST}@{os.getpid()}@", suffix=_TEMP_SUFFIX, dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; a team's shared cache must stay readable
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_temp_files(folder: Path) -> None:
-    """Delete temporary files left by writers that died before renaming them into place."""
-    for tmp in folder.glob(f".*{_TEMP_SUFFIX}") if folder.is_dir() else []:
-        writer = _TEMP_WRITER.search(tmp.name)
-        # Only this host's dead writers: on a shared (network) cache another host's pid means nothing here.
-        if writer and writer["host"] == _HOST and not _pid_alive(int(writer["pid"])):
-            tmp.unlink(missing_ok=True)
+def embeddings_exist(definition: EmbeddingDefinition, split: Split) -> bool:
+    return embedding_path(definition, split).is_file()
 
 
 def save_embeddings(
-    definition: EmbeddingDefinition, split: Split, embeddings: Embeddings, metadata: dict[str, Any] | None = None
+    definition: EmbeddingDefinition, embeddings: Embeddings, split: Split, metadata: dict[str, Any] | None = None
 ) -> Path:
     return save_embeddings_streamed(
         definition, split, [embeddings.images], embeddings.images.shape, embeddings.labels, embeddings.classes, metadata

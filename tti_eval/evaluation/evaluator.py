@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from tti_eval.common.base import EmbeddingDefinition, Embeddings, Split
-from tti_eval.common.cache import load_metadata
+from tti_eval.common.cache import load_embeddings, load_metadata
 from tti_eval.common.errors import TTIEvalError
 from tti_eval.common.vectors import check_vectors
 
@@ -97,8 +97,8 @@ def run_evaluation(
     total = len(definitions) * len(evaluators)
     for position, definition in enumerate(definitions):
         try:
-            train = definition.load_embeddings(Split.TRAIN)
-            validation = definition.load_embeddings(Split.VALIDATION)
+            train = load_embeddings(definition, Split.TRAIN)
+            validation = load_embeddings(definition, Split.VALIDATION)
             class_names = load_metadata(definition, Split.TRAIN).get("class_names")
         except TTIEvalError as error:
             problems.append(str(error))

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
-from tti_eval.common.cache import atomic_write
+from tti_eval.common.atomic import atomic_write
 from tti_eval.common.settings import get_settings
 
 from .metrics import METRIC_LABELS, EvaluationResult

@@ -23,7 +23,8 @@ from matplotlib.lines import Line2D
 from PIL import GifImagePlugin, Image
 
 from tti_eval.common import EmbeddingDefinition, Embeddings, Split, TTIEvalError, get_settings
-from tti_eval.common.cache import atomic_write, load_metadata
+from tti_eval.common.atomic import atomic_write
+from tti_eval.common.cache import load_embeddings, load_metadata
 
 from .reduction import DEFAULT_REDUCTION, DEFAULT_SEED, reduce_embeddings
 
@@ -277,7 +278,7 @@ def build_animation(
     if interactive:
         require_display()
     # Each file is read once: the labels are compared and the same arrays feed the reductions.
-    embeddings = [from_model.load_embeddings(split), to_model.load_embeddings(split)]
+    embeddings = [load_embeddings(from_model, split), load_embeddings(to_model, split)]
     labels = _shared_labels(from_model, to_model, split, embeddings)
     start = standardise(reduce_embeddings(from_model, split, reduction, seed, embeddings[0]))
     end = align(standardise(reduce_embeddings(to_model, split, reduction, seed, embeddings[1])), start)

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from tti_eval.common import EmbeddingDefinition, Embeddings, Split, TTIEvalError, UnknownTitleError, get_settings
-from tti_eval.common.cache import atomic_write
+from tti_eval.common.atomic import atomic_write
+from tti_eval.common.cache import load_embeddings
 
 logger = logging.getLogger("tti_eval")
 
@@ -111,7 +112,7 @@ def reduce_embeddings(
 
     `embeddings` are that split's, when the caller has them loaded already."""
     reducer = get_reducer(reduction)
-    embeddings = embeddings if embeddings is not None else definition.load_embeddings(split)
+    embeddings = embeddings if embeddings is not None else load_embeddings(definition, split)
     embeddings.check_usable(str(definition))  # NaN or zero vectors would make the reducers fail obscurely
     images = embeddings.images
     if len(images) < MIN_POINTS:

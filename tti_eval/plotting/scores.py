@@ -12,7 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from natsort import natsorted, ns
 
-from tti_eval.common.cache import atomic_write
+from tti_eval.common.atomic import atomic_write
 from tti_eval.evaluation.metrics import METRIC_LABELS, PRIMARY, EvaluationResult
 
 

@@ -21,8 +21,8 @@ from typing import Any
 
 from rich.progress import track
 
+from tti_eval.common.atomic import atomic_write
 from tti_eval.common.base import Split
-from tti_eval.common.cache import atomic_write
 from tti_eval.common.errors import DefinitionError, TTIEvalError
 from tti_eval.common.settings import get_settings
 from tti_eval.dataset.base import ImageFileDataset

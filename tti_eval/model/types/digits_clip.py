@@ -18,8 +18,8 @@ import torch
 from open_clip.loss import ClipLoss
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from tti_eval.common.atomic import atomic_write
 from tti_eval.common.base import Split
-from tti_eval.common.cache import atomic_write
 from tti_eval.common.errors import TTIEvalError
 from tti_eval.dataset import DatasetProvider
 from tti_eval.dataset.base import Dataset

@@ -1,0 +1,115 @@
+"""`build --engine ray` on one session-scoped local Ray cluster (2 CPUs), against the in-process engine."""
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tti_eval.cli.main import app
+from tti_eval.common import EmbeddingDefinition, Split, TTIEvalError
+from tti_eval.common.cache import embedding_path, load_embeddings, load_metadata
+from tti_eval.compute import _shard_key, build_embeddings, compute_embeddings
+from tti_eval.dataset import DatasetProvider
+from tti_eval.dataset.types.image_folder import ImageFolderDataset
+from tti_eval.model import ModelProvider
+from tti_eval.shards import ShardStore
+
+PAIR = EmbeddingDefinition(model="tiny-openclip", dataset="digits-tree")
+SHARD = 32
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tiny_models, digits_tree):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def engine(ray_cluster):
+    from tti_eval.ray_engine import RayEngine
+
+    return RayEngine(PAIR.model, batch_size=8)
+
+
+def _reference(split: Split):
+    dataset = DatasetProvider.get_dataset(PAIR.dataset, split)
+    return compute_embeddings(ModelProvider.get_model(PAIR.model), dataset, batch_size=8, num_workers=0)
+
+
+def _seed_shard(shard: int, shard_size: int, dim: int) -> None:
+    """A shard a previous driver finished, marked with a value no model gives, so a test can see it was kept."""
+    total = len(DatasetProvider.get_dataset(PAIR.dataset, Split.VALIDATION))
+    path = embedding_path(PAIR, Split.VALIDATION)
+    store = ShardStore(path, _shard_key(PAIR, Split.VALIDATION, total, shard_size), total, shard_size)
+    rows = len(store.rows(shard))
+    store.write(shard, np.full((rows, dim), 0.5, np.float32), np.arange(rows) % 10)
+
+
+def test_ray_build_equals_the_in_process_engine_and_keeps_finished_shards(engine, cache_path):
+    reference = _reference(Split.VALIDATION)
+    _seed_shard(1, SHARD, reference.images.shape[1])
+    built = build_embeddings(PAIR, [Split.VALIDATION], engine=engine, shard_size=SHARD)[Split.VALIDATION]
+    seeded = np.zeros(len(reference.labels), bool)
+    seeded[SHARD : 2 * SHARD] = True
+    assert np.all(built.images[seeded] == 0.5)
+    np.testing.assert_array_equal(built.labels[seeded], np.arange(SHARD) % 10)
+    np.testing.assert_allclose(built.images[~seeded], reference.images[~seeded], atol=1e-5)
+    np.testing.assert_array_equal(built.labels[~seeded], reference.labels[~seeded])
+    np.testing.assert_allclose(built.classes, reference.classes, atol=1e-5)
+    metadata = load_metadata(PAIR, Split.VALIDATION)
+    assert metadata["num_images"] == len(reference.labels) and metadata["model"]["title"] == PAIR.model
+    assert not list(embedding_path(PAIR, Split.VALIDATION).parent.glob(".*"))  # no shards or temporaries left
+
+
+def test_build_engine_ray_from_the_cli(ray_cluster, cache_path):
+    """The CLI on the test's Ray session; the split's only shard is already done, so no images need embedding."""
+    from tti_eval.shards import DEFAULT_SHARD_SIZE
+
+    _seed_shard(0, DEFAULT_SHARD_SIZE, _reference(Split.VALIDATION).images.shape[1])
+    result = CliRunner().invoke(app, ["build", "-md", str(PAIR), "--engine", "ray", "--split", "validation"])
+    assert result.exit_code == 0, result.output
+    assert "validation) built" in result.output and "80 of 80 images already embedded" in result.output
+    assert np.all(load_embeddings(PAIR, Split.VALIDATION).images == 0.5)
+
+
+def test_a_source_the_workers_cannot_read_gets_one_sentence(engine, digits_tree, tmp_path):
+    copy = tmp_path / "digits"
+    shutil.copytree(digits_tree.root, copy)
+    DatasetProvider.register_dataset(ImageFolderDataset, "vanishing-digits", title_in_source=str(copy))
+    dataset = DatasetProvider.get_dataset("vanishing-digits", Split.VALIDATION)
+    shutil.rmtree(copy)  # listed by the driver, gone for the workers
+    store = ShardStore(tmp_path / "m_validation.npz", "k", len(dataset), SHARD)
+    with pytest.raises(TTIEvalError, match="cannot read dataset 'vanishing-digits'.*every node can read them"):
+        engine.embed_shards(dataset, store, lambda n: None)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--workers", "2"], "apply to --engine ray only"),
+        (["--engine", "ray", "--device", "cpu"], "apply to --engine local"),
+        (["--engine", "ray", "--gpus-per-worker", "1"], "lower --workers or --gpus-per-worker"),
+    ],
+)
+def test_misplaced_engine_options_get_one_sentence(ray_cluster, cache_path, args, message):
+    result = CliRunner().invoke(app, ["build", "-md", str(PAIR), *args])
+    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+
+
+def test_without_ray_installed_the_engine_says_how_to_install(monkeypatch):
+    from tti_eval import ray_engine
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an environment without the extra sees
+    with pytest.raises(TTIEvalError, match=r"pip install -e '\.\[ray\]'"):
+        ray_engine.RayEngine(PAIR.model)
+
+
+def test_nothing_imports_ray_unless_the_ray_engine_is_used():
+    code = "import sys, tti_eval.cli.main, tti_eval.compute, tti_eval.shards; print('ray' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"

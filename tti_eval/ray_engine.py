@@ -1,0 +1,243 @@
+"""`tti-eval build --engine ray`: the in-process build's pipeline on a Ray cluster, local or joined with `--address`.
+
+Ray Data runs it: CPU tasks read items by index and run the model's weight-free preprocessor; an actor pool holds
+the model (one actor per GPU, or per CPU worker) and embeds; the driver gathers the results by index (Ray Data does
+not keep order) into the split's shards, the same shards the in-process engine writes, so a restarted driver resumes
+and the final file is assembled by the same code. Nothing else in tti-eval imports Ray.
+"""
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+
+from tti_eval.common import TTIEvalError
+from tti_eval.compute import DEFAULT_BATCH_SIZE, ProgressCallback, embed_class_prompts, write_shard
+from tti_eval.dataset.base import Dataset
+from tti_eval.model import ModelProvider
+from tti_eval.model.base import ImagePreprocessor, Model
+from tti_eval.shards import ShardStore
+
+
+def _import_ray():
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise TTIEvalError("--engine ray needs Ray; install it with `pip install -e '.[ray]'`.") from None
+    return ray
+
+
+@contextmanager
+def ray_session(address: str | None = None) -> Iterator[None]:
+    """Connect to the cluster at `address`, or start a local one on this machine; a session this opened is closed at
+    the end, which also stops any work of it still running on the cluster (e.g. after Ctrl-C). A session that is
+    already open (a notebook's `ray.init()`) is used as it is."""
+    ray = _import_ray()
+    if ray.is_initialized():
+        yield
+        return
+    try:
+        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    except ConnectionError as e:
+        raise TTIEvalError(_connection_problem(address, e)) from None
+    ray.data.DataContext.get_current().enable_progress_bars = False  # tti-eval's own bar shows the progress
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _connection_problem(address: str | None, error: Exception) -> str:
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if "auth" in reason.lower() or "token" in reason.lower():
+        # Ray 2.60 asks a driver for the cluster's token when the cluster runs with RAY_AUTH_MODE=token.
+        return (
+            f"The Ray cluster at {address} refused this machine ({reason}); copy the head node's token "
+            "(`ray get-auth-token` there) into ~/.ray/auth_token or RAY_AUTH_TOKEN here, and set RAY_AUTH_MODE=token."
+        )
+    return f"Cannot join the Ray cluster at {address} ({reason}); start one with `ray start --head` or fix --address."
+
+
+def _probe(dataset: Dataset) -> str | None:
+    """Runs on a node: None when it can read the dataset's first image, else why not."""
+    try:
+        dataset.get_image_and_label(0)
+    except Exception as e:  # any failure to read means the same thing to the user
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def _prepare(model_factory: Callable[[], Model], prompts: list[list[str]]) -> tuple[np.ndarray | None, Any]:
+    """Runs where the model's actors run: class embeddings of `prompts`, and the weight-free preprocessor."""
+    model = model_factory()
+    classes = embed_class_prompts(model, prompts) if prompts else None
+    return classes, model.get_image_preprocessor()
+
+
+def _indices(row: dict[str, Any]) -> list[dict[str, int]]:
+    return [{"index": index} for index in range(row["start"], row["stop"])]
+
+
+def _read_and_preprocess(batch: dict[str, np.ndarray], dataset: Dataset, preprocess: ImagePreprocessor) -> dict:
+    items = [dataset.get_image_and_label(int(index)) for index in batch["index"]]
+    return {
+        "index": batch["index"],
+        "pixel_values": preprocess([image for image, _ in items]).numpy(),
+        "label": np.array([int(label) for _, label in items], dtype=np.int64),
+    }
+
+
+class _Embedder:
+    """One actor of the pool: holds the model, embeds preprocessed batches."""
+
+    def __init__(self, model_factory: Callable[[], Model], threads: int | None):
+        if threads:  # Ray caps a CPU actor at its (fractional) CPU request; the forward pass wants the cores
+            torch.set_num_threads(threads)
+        self.model = model_factory()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        embeddings = self.model.embed_images(torch.from_numpy(batch["pixel_values"]))
+        return {"index": batch["index"], "embedding": embeddings, "label": batch["label"]}
+
+
+class RayEngine:
+    """Embeds one model's splits on the Ray session opened by `ray_session`.
+
+    `workers` actors hold the model (default: one per GPU of the cluster, or one on a cluster without GPUs), each
+    with `gpus_per_worker` GPUs (default 1 where the cluster has GPUs, else 0, i.e. on CPU)."""
+
+    def __init__(
+        self,
+        model_title: str,
+        workers: int | None = None,
+        gpus_per_worker: float | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ):
+        self.ray = _import_ray()
+        resources = self.ray.cluster_resources()
+        cpus, gpus = resources.get("CPU", 1.0), resources.get("GPU", 0.0)
+        self.gpus_per_worker = (1.0 if gpus else 0.0) if gpus_per_worker is None else gpus_per_worker
+        self.workers = workers or (max(1, int(gpus // self.gpus_per_worker)) if self.gpus_per_worker else 1)
+        if self.gpus_per_worker * self.workers > gpus:
+            raise TTIEvalError(
+                f"{self.workers} workers with {self.gpus_per_worker:g} GPUs each need more than the cluster's "
+                f"{gpus:g} GPUs; lower --workers or --gpus-per-worker."
+            )
+        # Actors and read tasks each get at most half the CPUs: a pool that claims them all starves the reads and
+        # the build hangs without a word.
+        self.cpus_per_worker = min(1.0, cpus / (2 * self.workers))
+        self.cpus_per_read = min(1.0, cpus / 2)
+        on_cpu = not self.gpus_per_worker
+        self.threads = max(1, int(cpus // self.workers)) if on_cpu else None
+        self.model_factory = ModelProvider.registry.factory(model_title, device="cpu" if on_cpu else None)
+        self.batch_size = batch_size
+        self._preprocessor: ImagePreprocessor | None = None
+
+    def _remote(self, function: Callable, **options: Any):
+        return self.ray.remote(function).options(max_retries=3, **options)
+
+    def _on_a_worker(self, prompts: list[list[str]]) -> np.ndarray | None:
+        task = self._remote(_prepare, num_cpus=self.cpus_per_worker, num_gpus=self.gpus_per_worker)
+        try:
+            classes, self._preprocessor = self.ray.get(task.remote(self.model_factory, prompts))
+        except self.ray.exceptions.RayTaskError as e:
+            raise TTIEvalError(
+                f"A Ray worker cannot load the model ({_cause(e)}); check it loads on every node."
+            ) from None
+        return classes
+
+    def embed_classes(self, dataset: Dataset) -> np.ndarray | None:
+        return self._on_a_worker(dataset.prompts if dataset.class_names else [])
+
+    def _check_readable(self, dataset: Dataset) -> None:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        nodes = [node for node in self.ray.nodes() if node["Alive"] and node["Resources"].get("CPU")]
+        refs = [
+            self._remote(
+                _probe, num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+            ).remote(dataset)
+            for node in nodes
+        ]
+        for node, ref in zip(nodes, refs, strict=True):
+            try:
+                problem = self.ray.get(ref)
+            except self.ray.exceptions.RayTaskError as e:
+                problem = _cause(e)
+            if problem:
+                raise TTIEvalError(
+                    f"Ray node {node['NodeManagerAddress']} cannot read dataset '{dataset.title}' ({problem}); put "
+                    "the images where every node can read them (a shared file system, an object store or the hub "
+                    "cache)."
+                )
+
+    def embed_shards(self, dataset: Dataset, store: ShardStore, on_images: ProgressCallback) -> None:
+        todo = store.missing()
+        if not todo:
+            return
+        self._check_readable(dataset)
+        if self._preprocessor is None:
+            self._on_a_worker([])
+        ranges = [{"start": store.rows(shard).start, "stop": store.rows(shard).stop} for shard in todo]
+        data = (
+            self.ray.data.from_items(ranges)
+            .flat_map(_indices)
+            .map_batches(
+                _read_and_preprocess,
+                fn_kwargs={"dataset": dataset, "preprocess": self._preprocessor},
+                batch_size=self.batch_size,
+                num_cpus=self.cpus_per_read,
+            )
+            .map_batches(
+                _Embedder,
+                fn_constructor_kwargs={"model_factory": self.model_factory, "threads": self.threads},
+                batch_size=self.batch_size,
+                compute=self.ray.data.ActorPoolStrategy(size=self.workers),
+                num_cpus=self.cpus_per_worker,
+                num_gpus=self.gpus_per_worker,
+                max_restarts=-1,  # a killed actor is replaced and its batches are retried
+                max_task_retries=-1,
+            )
+        )
+        gathered = _Gathered(store, dataset)
+        for batch in data.iter_batches(batch_size=None, batch_format="numpy"):
+            on_images(gathered.add(batch["index"], batch["embedding"], batch["label"]))
+
+
+class _Gathered:
+    """Results placed by index into their shards; each shard is written as soon as all its rows have arrived."""
+
+    def __init__(self, store: ShardStore, dataset: Dataset):
+        self.store, self.dataset = store, dataset
+        self.open: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def add(self, indices: np.ndarray, embeddings: np.ndarray, labels: np.ndarray) -> int:
+        """Place one batch; returns how many images it added (a retried batch may repeat some)."""
+        added = 0
+        shards = indices // self.store.shard_size
+        for shard in np.unique(shards):
+            rows = self.store.rows(int(shard))
+            mine = shards == shard
+            if shard not in self.open:
+                size = len(rows)
+                self.open[shard] = (
+                    np.empty((size, embeddings.shape[1]), np.float32),
+                    np.empty(size, np.int64),
+                    np.zeros(size, bool),
+                )
+            images, shard_labels, filled = self.open[shard]
+            offsets = indices[mine] - rows.start
+            added += int((~filled[offsets]).sum())
+            images[offsets], shard_labels[offsets], filled[offsets] = embeddings[mine], labels[mine], True
+            if filled.all():
+                write_shard(self.store, self.dataset, int(shard), images, shard_labels)
+                del self.open[shard]
+        return added
+
+
+def _cause(error: Exception) -> str:
+    cause = getattr(error, "cause", None) or error
+    return f"{type(cause).__name__}: {str(cause).strip().splitlines()[-1] if str(cause).strip() else ''}"
