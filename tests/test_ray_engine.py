@@ -1,5 +1,6 @@
 """`build --engine ray` on one session-scoped local Ray cluster (2 CPUs), against the in-process engine."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -15,9 +16,11 @@ from tti_eval.compute import _shard_key, build_embeddings, compute_embeddings
 from tti_eval.dataset import DatasetProvider
 from tti_eval.dataset.types.image_folder import ImageFolderDataset
 from tti_eval.model import ModelProvider
+from tti_eval.model.types.open_clip_model import OpenCLIPModel
 from tti_eval.shards import ShardStore
 
 PAIR = EmbeddingDefinition(model="tiny-openclip", dataset="digits-tree")
+DYING = EmbeddingDefinition(model="tiny-openclip-dies-once", dataset=PAIR.dataset)  # same weights as PAIR
 SHARD = 32
 
 
@@ -30,11 +33,29 @@ def ray_cluster(tiny_models, digits_tree):
     ray.shutdown()
 
 
+class DiesOnce(OpenCLIPModel):
+    """tiny-openclip, except that the first process to embed a batch dies on it (as a preempted node would)."""
+
+    marker = ""
+
+    def embed_images(self, pixel_values):
+        if not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os._exit(1)
+        return super().embed_images(pixel_values)
+
+
 @pytest.fixture(scope="module")
-def engine(ray_cluster):
+def engine(ray_cluster, tiny_models, tmp_path_factory):
+    """The engine of a model whose first actor dies on its first batch: every build through it must survive that."""
     from tti_eval.ray_engine import RayEngine
 
-    return RayEngine(PAIR.model, batch_size=8)
+    ray_cluster.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need not import the tests
+    DiesOnce.marker = str(tmp_path_factory.mktemp("dies-once") / "died")
+    ModelProvider.register_model(
+        DiesOnce, DYING.model, title_in_source=tiny_models[PAIR.model].definition["title_in_source"]
+    )
+    return RayEngine(DYING.model, batch_size=8)
 
 
 def _reference(split: Split):
@@ -42,19 +63,21 @@ def _reference(split: Split):
     return compute_embeddings(ModelProvider.get_model(PAIR.model), dataset, batch_size=8, num_workers=0)
 
 
-def _seed_shard(shard: int, shard_size: int, dim: int) -> None:
+def _seed_shard(pair: EmbeddingDefinition, shard: int, shard_size: int, dim: int) -> None:
     """A shard a previous driver finished, marked with a value no model gives, so a test can see it was kept."""
-    total = len(DatasetProvider.get_dataset(PAIR.dataset, Split.VALIDATION))
-    path = embedding_path(PAIR, Split.VALIDATION)
-    store = ShardStore(path, _shard_key(PAIR, Split.VALIDATION, total, shard_size), total, shard_size)
+    total = len(DatasetProvider.get_dataset(pair.dataset, Split.VALIDATION))
+    path = embedding_path(pair, Split.VALIDATION)
+    store = ShardStore(path, _shard_key(pair, Split.VALIDATION, total, shard_size), total, shard_size)
     rows = len(store.rows(shard))
     store.write(shard, np.full((rows, dim), 0.5, np.float32), np.arange(rows) % 10)
 
 
 def test_ray_build_equals_the_in_process_engine_and_keeps_finished_shards(engine, cache_path):
+    """One build covers three promises: equal embeddings, a finished shard kept, a killed actor retried."""
     reference = _reference(Split.VALIDATION)
-    _seed_shard(1, SHARD, reference.images.shape[1])
-    built = build_embeddings(PAIR, [Split.VALIDATION], engine=engine, shard_size=SHARD)[Split.VALIDATION]
+    _seed_shard(DYING, 1, SHARD, reference.images.shape[1])
+    built = build_embeddings(DYING, [Split.VALIDATION], engine=engine, shard_size=SHARD)[Split.VALIDATION]
+    assert os.path.exists(DiesOnce.marker)  # an actor did die
     seeded = np.zeros(len(reference.labels), bool)
     seeded[SHARD : 2 * SHARD] = True
     assert np.all(built.images[seeded] == 0.5)
@@ -62,16 +85,16 @@ def test_ray_build_equals_the_in_process_engine_and_keeps_finished_shards(engine
     np.testing.assert_allclose(built.images[~seeded], reference.images[~seeded], atol=1e-5)
     np.testing.assert_array_equal(built.labels[~seeded], reference.labels[~seeded])
     np.testing.assert_allclose(built.classes, reference.classes, atol=1e-5)
-    metadata = load_metadata(PAIR, Split.VALIDATION)
-    assert metadata["num_images"] == len(reference.labels) and metadata["model"]["title"] == PAIR.model
-    assert not list(embedding_path(PAIR, Split.VALIDATION).parent.glob(".*"))  # no shards or temporaries left
+    metadata = load_metadata(DYING, Split.VALIDATION)
+    assert metadata["num_images"] == len(reference.labels) and metadata["model"]["title"] == DYING.model
+    assert not list(embedding_path(DYING, Split.VALIDATION).parent.glob(".*"))  # no shards or temporaries left
 
 
 def test_build_engine_ray_from_the_cli(ray_cluster, cache_path):
     """The CLI on the test's Ray session; the split's only shard is already done, so no images need embedding."""
     from tti_eval.shards import DEFAULT_SHARD_SIZE
 
-    _seed_shard(0, DEFAULT_SHARD_SIZE, _reference(Split.VALIDATION).images.shape[1])
+    _seed_shard(PAIR, 0, DEFAULT_SHARD_SIZE, _reference(Split.VALIDATION).images.shape[1])
     result = CliRunner().invoke(app, ["build", "-md", str(PAIR), "--engine", "ray", "--split", "validation"])
     assert result.exit_code == 0, result.output
     assert "validation) built" in result.output and "80 of 80 images already embedded" in result.output
@@ -113,3 +136,13 @@ def test_without_ray_installed_the_engine_says_how_to_install(monkeypatch):
 def test_nothing_imports_ray_unless_the_ray_engine_is_used():
     code = "import sys, tti_eval.cli.main, tti_eval.compute, tti_eval.shards; print('ray' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
+def test_a_cluster_that_cannot_be_joined_gets_one_sentence():
+    ray = pytest.importorskip("ray")
+    from tti_eval.ray_engine import _connection_problem
+
+    refused = _connection_problem("head:6379", ray.exceptions.AuthenticationError("token mismatch"))
+    assert "at head:6379 needs its token" in refused and "~/.ray/auth_token" in refused
+    unreachable = _connection_problem("head:6379", ConnectionError("could not connect to GCS"))
+    assert unreachable.startswith("Cannot join the Ray cluster at head:6379") and "ray start --head" in unreachable

@@ -41,7 +41,7 @@ def ray_session(address: str | None = None) -> Iterator[None]:
         return
     try:
         ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    except ConnectionError as e:
+    except (ConnectionError, ray.exceptions.AuthenticationError) as e:
         raise TTIEvalError(_connection_problem(address, e)) from None
     ray.data.DataContext.get_current().enable_progress_bars = False  # tti-eval's own bar shows the progress
     try:
@@ -52,11 +52,11 @@ def ray_session(address: str | None = None) -> Iterator[None]:
 
 def _connection_problem(address: str | None, error: Exception) -> str:
     reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    if "auth" in reason.lower() or "token" in reason.lower():
-        # Ray 2.60 asks a driver for the cluster's token when the cluster runs with RAY_AUTH_MODE=token.
+    if type(error).__name__ == "AuthenticationError":
+        # Ray >= 2.59 sends the token in ~/.ray/auth_token (or RAY_AUTH_TOKEN) to a cluster that runs with tokens.
         return (
-            f"The Ray cluster at {address} refused this machine ({reason}); copy the head node's token "
-            "(`ray get-auth-token` there) into ~/.ray/auth_token or RAY_AUTH_TOKEN here, and set RAY_AUTH_MODE=token."
+            f"The Ray cluster at {address} needs its token from this machine; copy it from the head node "
+            "(`ray get-auth-token` there) into ~/.ray/auth_token or RAY_AUTH_TOKEN on this machine."
         )
     return f"Cannot join the Ray cluster at {address} ({reason}); start one with `ray start --head` or fix --address."
 
