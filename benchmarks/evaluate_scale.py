@@ -89,8 +89,8 @@ def worker(size_name: str, run: str, repeat: int) -> dict:
     import faiss
 
     from tti_eval.evaluation import EVALUATORS, I2IRetrievalEvaluator, WeightedKNNClassifier
-    from tti_eval.evaluation.evaluator import evaluate_embeddings
     from tti_eval.evaluation.neighbours import search_neighbours
+    from tti_eval.evaluation.run import evaluate_embeddings
     from tti_eval.evaluation.utils import normalize
 
     baseline = _rss_gib()

@@ -193,15 +193,24 @@ def test_image_folder_carves_with_the_same_rule(train_only_tree: Path) -> None:
     assert len(all_rows) == 70
 
 
-@pytest.mark.parametrize("dataset_type", FOLDER_TYPES, ids=lambda cls: cls.__name__)
-def test_only_the_missing_split_is_carved(dataset_type: type[Dataset], tmp_path: Path) -> None:
+def test_hf_dataset_carves_only_the_missing_split(tmp_path: Path) -> None:
     root = tmp_path / "tree"
     write_digits_tree(root, {"train": 4, "validation": 2})
-    load = lambda split: dataset_type("partial", split=split, title_in_source=str(root), cache_dir=tmp_path / "c")  # noqa: E731
+    load = lambda split: HFDataset("partial", split=split, title_in_source=str(root), cache_dir=tmp_path / "c")  # noqa: E731
     train, validation, test = load(Split.TRAIN), load(Split.VALIDATION), load(Split.TEST)
     assert dataset_items(validation) == tree_items(root / "validation")
     assert (len(train), len(test)) == (34, 6)  # ceil(0.15 * 40) held out as test
     assert sorted(dataset_items(train) + dataset_items(test)) == tree_items(root / "train")
+    assert test.carving == {"train_images": 40, "train": 34, "test": 6} and validation.carving is None
+
+
+def test_image_folder_with_train_and_validation_keeps_train_whole_and_has_no_test(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    write_digits_tree(root, {"train": 4, "validation": 2})
+    train = ImageFolderDataset("partial", split=Split.TRAIN, title_in_source=str(root))
+    assert dataset_items(train) == tree_items(root / "train") and train.carving is None
+    with pytest.raises(DefinitionError, match="has train and validation folders but no test folder"):
+        ImageFolderDataset("partial", split=Split.TEST, title_in_source=str(root))
 
 
 # -- labels from another column ----------------------------------------------------------------------------------------

@@ -334,3 +334,15 @@ def test_definition_without_hashes_or_with_unknown_fields(remote: Remote) -> Non
         EncordDataset("fake-encord", project_hash=PROJECT_HASH)
     with pytest.raises(DefinitionError, match="does not accept the definition field\\(s\\) 'colour'"):
         load(colour="red")
+
+
+def test_source_identity_is_the_label_version_of_each_data_unit_of_the_split(remote: Remote) -> None:
+    validation = load(Split.VALIDATION)
+    identity = validation.source_identity()["labels"]
+    rows = {row.data_hash: row for row in remote.project.rows}
+    assert identity and identity == {h: f"{rows[h].label_hash}@{rows[h].last_edited_at.isoformat()}" for h in identity}
+    assert set(identity) == {str(path.parent.name) for path, _ in validation._items}  # the split's data units
+
+    edited = rows[next(iter(identity))]
+    edited.last_edited_at = EDITED + dt.timedelta(days=1)
+    assert load(Split.VALIDATION).source_identity() != {"labels": identity}  # a relabelled unit changes it

@@ -18,7 +18,7 @@ from tti_eval.evaluation import (
     ZeroShotClassifier,
     get_evaluator,
 )
-from tti_eval.evaluation.metrics import bootstrap, classification_scores, mean_per_class_recall, top_k_hits
+from tti_eval.evaluation._metrics import bootstrap, classification_scores, mean_per_class_recall, top_k_hits
 from tti_eval.evaluation.neighbours import search_neighbours
 from tti_eval.evaluation.utils import normalize, softmax
 
@@ -216,7 +216,7 @@ def test_linear_probe_is_sklearn_logistic_regression(seed, num_classes, val_clas
 
 
 def test_logistic_regression_blocks_rows_and_warm_starts_change_nothing(monkeypatch):
-    from tti_eval.evaluation import logistic_regression
+    from tti_eval.evaluation import _logistic_regression as logistic_regression
 
     train, _ = pair(seed=16, n_train=300)
     images = normalize(train.images)
@@ -239,11 +239,10 @@ def test_logistic_regression_blocks_rows_and_warm_starts_change_nothing(monkeypa
 def test_linear_probe_notes_a_solver_stopped_at_its_limit(monkeypatch):
     from functools import partial
 
-    from tti_eval.evaluation import linear_probe
+    from tti_eval.evaluation import _logistic_regression
 
-    monkeypatch.setattr(
-        linear_probe, "fit_logistic_regression", partial(linear_probe.fit_logistic_regression, max_iter=2)
-    )
+    fit = _logistic_regression.fit_logistic_regression
+    monkeypatch.setattr(_logistic_regression, "fit_logistic_regression", partial(fit, max_iter=2))
     train, val = pair(seed=17)
     probe = LinearProbeClassifier(train, val)
     assert probe.model.iterations == 2
@@ -343,13 +342,19 @@ def test_num_classes_below_the_labels_seen_is_an_error():
             cls(train, val, num_classes=4)
 
 
-def test_evaluators_are_registered_by_title():
-    assert list(EVALUATORS) == ["zero_shot", "linear_probe", "wKNN", "I2IR"]
-    assert get_evaluator("wknn") is WeightedKNNClassifier
-    with pytest.raises(UnknownTitleError, match="did you mean 'I2IR'"):
+def test_evaluators_are_found_by_title_in_any_case():
+    assert get_evaluator("wknn") is WeightedKNNClassifier and get_evaluator("i2ir") is I2IRetrievalEvaluator
+    with pytest.raises(UnknownTitleError, match="Did you mean 'I2IR'"):
         get_evaluator("I2R")
+
+
+def test_the_original_tools_defaults_are_declared():
+    """SPEC §5's numbers, checked once here against the declarations every other default is read from."""
     assert WeightedKNNClassifier.get_default_params() == {"k": 11}
     assert I2IRetrievalEvaluator.get_default_params() == {"k": 100}
+    linear = LinearProbeClassifier.get_default_params()
+    assert linear["C"] == 1.0 and not linear["cross_validate"]
+    assert linear["C_grid"] == tuple(10.0**e for e in range(-3, 4))
 
 
 def test_utils_match_their_definitions():
@@ -413,13 +418,13 @@ def test_bootstrap_is_seeded_and_brackets_the_estimate():
     knn = WeightedKNNClassifier(train, val)
     first, second = knn.scores(), knn.scores()
     assert first == second
-    assert set(first) == {"accuracy", "top5_accuracy", "mean_per_class_recall"}
+    assert set(first) == {m.name for m in WeightedKNNClassifier.spec.metrics}
     assert first["accuracy"].value == knn.evaluate()
     for score in first.values():
         assert 0 <= score.low < score.value < score.high <= 1
     assert knn.scores(seed=1)["accuracy"] != first["accuracy"]
     retrieval = I2IRetrievalEvaluator(train, val).scores()
-    assert list(retrieval) == ["accuracy"] and retrieval["accuracy"].low < retrieval["accuracy"].high
+    assert list(retrieval) == ["r_precision"] and retrieval["r_precision"].low < retrieval["r_precision"].high
 
 
 def test_bootstrap_resamples_with_replacement():
@@ -444,5 +449,5 @@ def test_classification_metrics_match_their_definitions():
     np.testing.assert_array_equal(top_k_hits(probabilities, labels, 5), expected_top5)
     recalls = [(predicted[labels == c] == c).mean() for c in np.unique(labels)]
     assert mean_per_class_recall(labels, predicted == labels) == pytest.approx(np.mean(recalls))
-    scores = classification_scores(labels, probabilities, predicted, n_resamples=20)
+    scores = classification_scores(labels, predicted, top_k_hits(probabilities, labels, 5), n_resamples=20)
     assert scores["top5_accuracy"].value == pytest.approx(np.mean(expected_top5))

@@ -1,5 +1,7 @@
 """Reductions, alignment and the morph animation, on synthetic clustered embeddings saved through the real cache."""
 
+from collections.abc import Iterator
+
 import matplotlib
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ from threadpoolctl import threadpool_limits
 
 from tti_eval.common import EmbeddingDefinition, Embeddings, Split, TTIEvalError, UnknownTitleError
 from tti_eval.common.cache import save_embeddings
+from tti_eval.common.title_registry import DuplicateTitleError
 from tti_eval.plotting import animation, reduction
 from tti_eval.plotting.animation import (
     NoDisplayError,
@@ -41,17 +44,19 @@ def save_pair(labels: np.ndarray, class_names: list[str] | None) -> None:
 
 
 @pytest.fixture
-def counting_pca(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+def counting_pca() -> Iterator[list[int]]:
     """Replaces the pca reducer with one that records the size of every input it reduces."""
     calls: list[int] = []
-    original = REDUCERS["pca"]
+    original = REDUCERS.unregister("pca")
 
     def counted(images: np.ndarray, seed: int) -> np.ndarray:
         calls.append(len(images))
         return original(images, seed)
 
-    monkeypatch.setitem(REDUCERS, "pca", counted)
-    return calls
+    REDUCERS.register("pca", counted)
+    yield calls
+    REDUCERS.unregister("pca")
+    REDUCERS.register("pca", original)
 
 
 @pytest.fixture
@@ -97,6 +102,7 @@ def test_reduction_is_cached_reused_and_recomputed_when_embeddings_change(cache_
     assert reduction_path(MODEL_A, Split.VALIDATION, "pca") == path and path.is_file()
     assert first.shape == (50, 2) and first.dtype == np.float32
     np.testing.assert_array_equal(reduce_embeddings(MODEL_A, Split.VALIDATION, "pca"), first)
+    np.testing.assert_array_equal(reduce_embeddings(MODEL_A, Split.VALIDATION, "PCA"), first)  # same title, same file
     assert counting_pca == [50]
 
     save_embeddings(MODEL_A, clustered(labels, seed=1), Split.VALIDATION)  # a rebuild with other numbers
@@ -112,8 +118,18 @@ def test_reduction_is_cached_reused_and_recomputed_when_embeddings_change(cache_
     assert counting_pca == [50, 50, 50, 50]
 
 
+def test_a_duplicate_reduction_title_names_both_places() -> None:
+    def shadow(images: np.ndarray, seed: int) -> np.ndarray:
+        return images[:, :2]
+
+    with pytest.raises(DuplicateTitleError) as error:
+        reduction.register_reducer("UMAP")(shadow)
+    assert "tti_eval.plotting.reduction._umap" in str(error.value) and "shadow" in str(error.value)
+    assert list(REDUCERS).count("umap") == 1
+
+
 def test_reduction_errors(cache_path) -> None:
-    with pytest.raises(UnknownTitleError, match="did you mean 'umap'"):
+    with pytest.raises(UnknownTitleError, match="Unknown reduction 'uamp'. Did you mean 'umap'"):
         reduce_embeddings(MODEL_A, Split.VALIDATION, "uamp")
     with pytest.raises(TTIEvalError, match="tti-eval build --model-dataset model-a/synthetic"):
         reduce_embeddings(MODEL_A, Split.VALIDATION, "pca")

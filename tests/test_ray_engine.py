@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from tti_eval.cli.main import app
 from tti_eval.common import EmbeddingDefinition, Split, TTIEvalError
 from tti_eval.common.cache import embedding_path, load_embeddings, load_metadata
-from tti_eval.compute import _shard_key, build_embeddings, compute_embeddings
+from tti_eval.compute import build_embeddings, compute_embeddings, shard_store
 from tti_eval.dataset import DatasetProvider
 from tti_eval.dataset.types.image_folder import ImageFolderDataset
 from tti_eval.model import ModelProvider
@@ -65,9 +65,8 @@ def _reference(split: Split):
 
 def _seed_shard(pair: EmbeddingDefinition, shard: int, shard_size: int, dim: int) -> None:
     """A shard a previous driver finished, marked with a value no model gives, so a test can see it was kept."""
-    total = len(DatasetProvider.get_dataset(pair.dataset, Split.VALIDATION))
-    path = embedding_path(pair, Split.VALIDATION)
-    store = ShardStore(path, _shard_key(pair, Split.VALIDATION, total, shard_size), total, shard_size)
+    dataset = DatasetProvider.get_dataset(pair.dataset, Split.VALIDATION)
+    store = shard_store(pair, Split.VALIDATION, dataset, shard_size)
     rows = len(store.rows(shard))
     store.write(shard, np.full((rows, dim), 0.5, np.float32), np.arange(rows) % 10)
 

@@ -27,14 +27,22 @@ from tti_eval.common.cache import embedding_path, load_embeddings, save_embeddin
 from tti_eval.common.malloc import freed_memory_kept
 from tti_eval.dataset import DatasetProvider
 from tti_eval.dataset.base import Dataset
+from tti_eval.dataset.images import BadImageError, to_rgb
+from tti_eval.dataset.splits import describe_carving
 from tti_eval.model import ModelProvider
 from tti_eval.model.base import Model
+from tti_eval.provenance import build_fingerprint, package_versions, split_state
 from tti_eval.shards import DEFAULT_SHARD_SIZE, ShardStore, shard_key
 
 DEFAULT_SPLITS = (Split.TRAIN, Split.VALIDATION)
 DEFAULT_BATCH_SIZE = 32
+# Draft decoding keeps at least twice the model's input side, so that the model's own antialiased resize still does
+# the final reduction (benchmarks/build_throughput.py measures the speed and the embedding change).
+DRAFT_OVERSAMPLING = 2
 
 ProgressCallback = Callable[[int], None]
+SkipCallback = Callable[[str, str], None]  # (image name, reason)
+NoteCallback = Callable[[Split, str], None]  # one line about a split worth telling the user (why it is rebuilt, ...)
 
 
 def default_num_workers(device: torch.device) -> int:
@@ -61,10 +69,19 @@ def _cores_left_to_the_model(device: torch.device, workers: int) -> Iterator[Non
         torch.set_num_threads(previous)
 
 
-class _RawItems(TorchDataset):
-    """The dataset's untransformed (image, label) items: the engine's preprocessing must not depend on whatever
-    transform a notebook user set on the dataset."""
+def read_item(dataset: Dataset, index: int) -> dict[str, Any]:
+    """The index-th item as `{"image": 8-bit RGB, "label"}`, untransformed: the engine's preprocessing must not depend
+    on whatever transform a notebook user set on the dataset. An image that cannot be read comes back as
+    `{"bad": name, "reason": ...}`, plain data that crosses a worker (or Ray task) boundary intact, where an exception
+    would arrive wrapped in the worker's traceback."""
+    try:
+        image, label = dataset.get_image_and_label(index)
+        return {"image": to_rgb(image), "label": label}
+    except BadImageError as e:
+        return {"bad": e.item, "reason": e.reason}
 
+
+class _RawItems(TorchDataset):
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
 
@@ -72,8 +89,7 @@ class _RawItems(TorchDataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        image, label = self.dataset.get_image_and_label(index)
-        return {"image": image, "label": label}
+        return read_item(self.dataset, index)
 
 
 def _single_threaded_worker(_: int) -> None:
@@ -96,8 +112,8 @@ def embed_class_prompts(model: Model, prompts: Sequence[Sequence[str]]) -> np.nd
 
 def _embedded_batches(
     model: Model, dataset: Dataset, batches: Iterable[list[int]], num_workers: int | None
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(image embeddings, labels) of each batch of dataset indices, in the order given."""
+) -> Iterator[tuple[np.ndarray | None, np.ndarray, list[dict[str, str]]]]:
+    """(image embeddings or None, labels, unreadable items) of each batch of dataset indices, in the order given."""
     workers = default_num_workers(model.device) if num_workers is None else num_workers
     loader = DataLoader(
         _RawItems(dataset),
@@ -110,7 +126,15 @@ def _embedded_batches(
     )
     with _cores_left_to_the_model(model.device, workers), freed_memory_kept():
         for batch in loader:
-            yield model.embed_images(batch["pixel_values"]), batch["labels"].numpy()
+            images = model.embed_images(batch["pixel_values"]) if batch["pixel_values"] is not None else None
+            yield images, batch["labels"].numpy(), batch["bad"]
+
+
+def _pass_on_bad(bad: list[dict[str, str]], dataset: Dataset, on_skip: SkipCallback | None) -> None:
+    for item in bad:
+        if on_skip is None:
+            raise BadImageError(item["bad"], dataset.title, item["reason"])
+        on_skip(item["bad"], item["reason"])
 
 
 def embed_images(
@@ -119,18 +143,41 @@ def embed_images(
     batch_size: int = DEFAULT_BATCH_SIZE,
     num_workers: int | None = None,
     on_batch: ProgressCallback | None = None,
+    on_skip: SkipCallback | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Image embeddings [N, D] and labels [N] in dataset order."""
+    """Image embeddings [N, D] and labels [N] in dataset order.
+
+    An unreadable image stops the build with a `BadImageError`, unless `on_skip` is given: then it is left out and
+    reported through it."""
     batches = BatchSampler(SequentialSampler(range(len(dataset))), batch_size, drop_last=False)
     chunks, labels = [], []
-    for images, batch_labels in _embedded_batches(model, dataset, batches, num_workers):
-        chunks.append(images)
-        labels.append(batch_labels)
+    for images, batch_labels, bad in _embedded_batches(model, dataset, batches, num_workers):
+        _pass_on_bad(bad, dataset, on_skip)
+        if images is not None:
+            chunks.append(images)
+            labels.append(batch_labels)
         if on_batch is not None:
-            on_batch(len(batch_labels))
+            on_batch(len(batch_labels) + len(bad))
     if not chunks:
         return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.int64)
     return np.concatenate(chunks), np.concatenate(labels).astype(np.int64)
+
+
+def draft_min_size(model: Model) -> int | None:
+    """The smallest side a draft-decoded image may have for `model`, or None when its input size is unknown."""
+    size = model.image_input_size()
+    return DRAFT_OVERSAMPLING * size if size else None
+
+
+@contextmanager
+def _decoding_at(dataset: Dataset, min_size: int | None) -> Iterator[None]:
+    # Set on the dataset, so it travels with it into DataLoader workers (and Ray tasks) that call `read_item`.
+    previous = dataset.min_image_size
+    dataset.min_image_size = min_size
+    try:
+        yield
+    finally:
+        dataset.min_image_size = previous
 
 
 def compute_embeddings(
@@ -139,11 +186,19 @@ def compute_embeddings(
     batch_size: int = DEFAULT_BATCH_SIZE,
     num_workers: int | None = None,
     on_batch: ProgressCallback | None = None,
+    on_skip: SkipCallback | None = None,
+    draft_decode: bool = False,
 ) -> Embeddings:
-    """Image embeddings, class (prompt) embeddings and labels of one dataset split; nothing is written."""
+    """Image embeddings, class (prompt) embeddings and labels of one dataset split; nothing is written.
+
+    Unreadable images stop it, or with `on_skip` are left out and reported through it (see `embed_images`).
+    `draft_decode` lets large JPEGs decode at 1/2 to 1/8 scale, never below `DRAFT_OVERSAMPLING` times the model's
+    input: several times faster on photos, with slightly different pixels and hence embeddings."""
     check_not_empty(dataset)
     classes = embed_class_prompts(model, dataset.prompts) if dataset.class_names else None
-    images, labels = embed_images(model, dataset, batch_size, num_workers, on_batch)
+    with _decoding_at(dataset, draft_min_size(model) if draft_decode else None):
+        images, labels = embed_images(model, dataset, batch_size, num_workers, on_batch, on_skip)
+    check_some_read(dataset, len(labels))
     check_labelled(dataset, labels)
     return Embeddings(images=images, labels=labels, classes=classes)
 
@@ -155,6 +210,13 @@ def check_not_empty(dataset: Dataset) -> None:
         )
 
 
+def check_some_read(dataset: Dataset, num_read: int) -> None:
+    if num_read == 0:
+        raise TTIEvalError(
+            f"No image of the {dataset.split.value} split of dataset '{dataset.title}' could be read; check its files."
+        )
+
+
 def check_labelled(dataset: Dataset, labels: np.ndarray) -> None:
     if labels.size and labels.min() < 0:  # e.g. a hub test split published without its labels (-1)
         raise TTIEvalError(
@@ -163,19 +225,22 @@ def check_labelled(dataset: Dataset, labels: np.ndarray) -> None:
 
 
 def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {"python": platform.python_version()}
-    for package in ("tti-eval", "torch", "transformers", "open_clip_torch", "datasets"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            continue
-    return found
+    packages = ("tti-eval", "torch", "transformers", "open_clip_torch", "datasets")
+    return {"python": platform.python_version(), **package_versions(packages)}
 
 
-def build_metadata(definition: EmbeddingDefinition, split: Split, dataset: Dataset, shape: tuple[int, int]) -> dict:
+def build_metadata(
+    definition: EmbeddingDefinition,
+    split: Split,
+    dataset: Dataset,
+    shape: tuple[int, int],
+    skipped_images: Sequence[tuple[str, str]] = (),
+    draft_decode: bool = False,
+) -> dict:
+    """What a cached split records about itself; `skipped_images` are the (image, reason) pairs a build left out."""
     return {
+        "fingerprint": build_fingerprint(definition, dataset),
+        "carving": dataset.carving,
         "model": ModelProvider.registry.spec(definition.model).model_dump(mode="json", exclude_none=True),
         "dataset": DatasetProvider.registry.spec(definition.dataset).model_dump(mode="json", exclude_none=True),
         "split": Split(split).value,
@@ -183,6 +248,8 @@ def build_metadata(definition: EmbeddingDefinition, split: Split, dataset: Datas
         "templates": list(dataset.templates),
         "prompts": dataset.prompts,
         "num_images": int(shape[0]),
+        "skipped_images": [{"image": image, "reason": reason} for image, reason in skipped_images],
+        "draft_decode": draft_decode,
         "dim": int(shape[1]),
         "versions": _versions(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -213,8 +280,11 @@ class Engine(Protocol):
     def embed_classes(self, dataset: Dataset) -> np.ndarray | None:
         """One embedding per class of the dataset's prompts, or None for a dataset without class names."""
 
-    def embed_shards(self, dataset: Dataset, store: ShardStore, on_images: ProgressCallback) -> None:
-        """Embed and write every shard `store` is missing, reporting the images done as they finish."""
+    def embed_shards(
+        self, dataset: Dataset, store: ShardStore, on_images: ProgressCallback, on_skip: SkipCallback | None
+    ) -> None:
+        """Embed and write every shard `store` is missing, reporting the images done as they finish; unreadable
+        images stop it, or with `on_skip` are left out of their shard and reported through it."""
 
 
 class LocalEngine:
@@ -227,18 +297,23 @@ class LocalEngine:
         load_model: Callable[[], Model],
         batch_size: int = DEFAULT_BATCH_SIZE,
         num_workers: int | None = None,
+        draft_decode: bool = False,
     ):
         self.load_model = load_model
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.draft_decode = draft_decode
 
     def embed_classes(self, dataset: Dataset) -> np.ndarray | None:
         return embed_class_prompts(self.load_model(), dataset.prompts) if dataset.class_names else None
 
-    def embed_shards(self, dataset: Dataset, store: ShardStore, on_images: ProgressCallback) -> None:
+    def embed_shards(
+        self, dataset: Dataset, store: ShardStore, on_images: ProgressCallback, on_skip: SkipCallback | None
+    ) -> None:
         todo = store.missing()
         if not todo:
             return
+        model = self.load_model()
         # Batches never straddle two shards, so each shard is complete after a whole number of batches.
         batches = (
             list(rows[start : start + self.batch_size])
@@ -246,45 +321,70 @@ class LocalEngine:
             for start in range(0, len(rows), self.batch_size)
         )
         shards = iter(todo)
-        shard, images, labels = next(shards, None), [], []
-        for batch_images, batch_labels in _embedded_batches(self.load_model(), dataset, batches, self.num_workers):
-            images.append(batch_images)
-            labels.append(batch_labels)
-            on_images(len(batch_labels))
-            if sum(map(len, labels)) == len(store.rows(shard)):
-                write_shard(store, dataset, shard, np.concatenate(images), np.concatenate(labels))
-                shard, images, labels = next(shards, None), [], []
+        shard, images, labels, skipped, done = next(shards, None), [], [], [], 0
+        with _decoding_at(dataset, draft_min_size(model) if self.draft_decode else None):
+            for batch_images, batch_labels, bad in _embedded_batches(model, dataset, batches, self.num_workers):
+                _pass_on_bad(bad, dataset, on_skip)
+                skipped += [(item["bad"], item["reason"]) for item in bad]
+                if batch_images is not None:
+                    images.append(batch_images)
+                    labels.append(batch_labels)
+                done += len(batch_labels) + len(bad)
+                on_images(len(batch_labels) + len(bad))
+                if done == len(store.rows(shard)):
+                    write_shard(store, dataset, shard, images, labels, skipped)
+                    shard, images, labels, skipped, done = next(shards, None), [], [], [], 0
 
 
-def write_shard(store: ShardStore, dataset: Dataset, shard: int, images: np.ndarray, labels: np.ndarray) -> None:
+def write_shard(
+    store: ShardStore,
+    dataset: Dataset,
+    shard: int,
+    images: list[np.ndarray],
+    labels: list[np.ndarray],
+    skipped: list[tuple[str, str]],
+) -> None:
     """Check a finished shard's labels (an unlabelled split fails at its first shard, not at its end) and write it."""
-    check_labelled(dataset, labels)
-    store.write(shard, images, labels.astype(np.int64))
+    all_labels = np.concatenate(labels).astype(np.int64) if labels else np.zeros(0, np.int64)
+    check_labelled(dataset, all_labels)
+    all_images = np.concatenate(images) if images else np.zeros((0, 0), np.float32)
+    store.write(shard, all_images, all_labels, skipped)
 
 
 class BuildInterrupted(KeyboardInterrupt):
     """Ctrl-C during a split, carrying the sentence that says what a rerun will redo."""
 
 
-def _shard_key(definition: EmbeddingDefinition, split: Split, num_images: int, shard_size: int) -> str:
-    return shard_key(
+def shard_store(
+    definition: EmbeddingDefinition, split: Split, dataset: Dataset, shard_size: int, draft_decode: bool = False
+) -> ShardStore:
+    """The split's shard folder; shards are reused only by a build with the same fingerprint (definitions, image
+    files, libraries), split, number of images, shard size and decoding."""
+    key = shard_key(
         model=ModelProvider.registry.spec(definition.model).model_dump(mode="json", exclude_none=True),
         dataset=DatasetProvider.registry.spec(definition.dataset).model_dump(mode="json", exclude_none=True),
+        fingerprint=build_fingerprint(definition, dataset),
         split=Split(split).value,
-        num_images=num_images,
+        num_images=len(dataset),
         shard_size=shard_size,
+        draft_decode=draft_decode,
     )
+    return ShardStore(embedding_path(definition, split), key, len(dataset), shard_size)
 
 
 def _build_split(
-    definition: EmbeddingDefinition, split: Split, engine: Engine, progress: Progress, shard_size: int
+    definition: EmbeddingDefinition,
+    split: Split,
+    dataset: Dataset,
+    engine: Engine,
+    progress: Progress,
+    shard_size: int,
+    on_skip: SkipCallback | None,
+    draft_decode: bool,
 ) -> Embeddings:
-    dataset = DatasetProvider.get_dataset(definition.dataset, split)
     check_not_empty(dataset)
     total = len(dataset)
-    store = ShardStore(
-        embedding_path(definition, split), _shard_key(definition, split, total, shard_size), total, shard_size
-    )
+    store = shard_store(definition, split, dataset, shard_size, draft_decode)
     resumed = store.resumed_images()
     if resumed:
         progress.console.print(
@@ -293,7 +393,7 @@ def _build_split(
     task = progress.add_task(f"{definition} ({split.value})", total=total, completed=resumed)
     try:
         classes = engine.embed_classes(dataset)
-        engine.embed_shards(dataset, store, partial(progress.advance, task))
+        engine.embed_shards(dataset, store, partial(progress.advance, task), on_skip)
     except KeyboardInterrupt:
         left = total - store.resumed_images()
         raise BuildInterrupted(
@@ -302,16 +402,11 @@ def _build_split(
         ) from None
     finally:
         progress.remove_task(task)
-    shape = (total, store.dim())
-    save_embeddings_streamed(
-        definition,
-        split,
-        store.image_chunks(),
-        shape,
-        store.labels(),
-        classes,
-        build_metadata(definition, split, dataset, shape),
-    )
+    labels = store.labels()
+    check_some_read(dataset, len(labels))
+    shape = (len(labels), store.dim())
+    metadata = build_metadata(definition, split, dataset, shape, store.skipped(), draft_decode)
+    save_embeddings_streamed(definition, split, store.image_chunks(), shape, labels, classes, metadata)
     store.remove()
     return load_embeddings(definition, split)
 
@@ -326,34 +421,53 @@ def build_embeddings(
     device: str | None = None,
     load_model: Callable[[], Model] | None = None,
     progress: Progress | None = None,
+    skip_bad_images: bool = False,
+    on_skip: SkipCallback | None = None,
+    draft_decode: bool = False,
+    on_note: NoteCallback | None = None,
     engine: Engine | None = None,
     shard_size: int = DEFAULT_SHARD_SIZE,
 ) -> dict[Split, Embeddings | None]:
-    """Build and cache the given splits of one pair; a split already cached is skipped (None) unless `overwrite`.
+    """Build and cache the given splits of one pair; a split already cached is skipped (None) unless `overwrite`
+    or it is stale (its fingerprint no longer matches the definitions, files or libraries: `tti_eval.provenance`).
 
     Without an `engine`, the split is embedded in this process (`LocalEngine` with `load_model`, `batch_size`,
-    `num_workers`, `device`); the model is loaded only if some split needs building. Each split is written in
-    shards of `shard_size` images, so an interrupted build keeps the finished splits and shards and a rerun
-    embeds only the rest; each split's file appears atomically when that split is complete."""
+    `num_workers`, `device`, `draft_decode`); the model is loaded only if some split needs building. Each split is
+    written in shards of `shard_size` images, so an interrupted build keeps the finished splits and shards and a
+    rerun embeds only the rest; each split's file appears atomically when that split is complete. `on_note` hears
+    why a split is rebuilt and how a carved split was cut from train. An unreadable image stops the build before its
+    split is written, unless `skip_bad_images`: then it is left out, recorded in the split's metadata and passed to
+    `on_skip`. `draft_decode`: see `compute_embeddings`; recorded in the metadata."""
+    note = on_note or (lambda split, text: None)
     results: dict[Split, Embeddings | None] = {}
-    todo = []
-    for split in splits:
+    todo: dict[Split, Dataset | None] = {}
+    for split in map(Split, splits):
         path = embedding_path(definition, split)
         remove_stale_temp_files(path.parent)
-        if path.is_file() and not overwrite:
-            results[Split(split)] = None
+        if not path.is_file() or overwrite:
+            todo[split] = None
+            continue
+        dataset = DatasetProvider.get_dataset(definition.dataset, split)
+        state = split_state(definition, split, current=build_fingerprint(definition, dataset))
+        if state.status == "stale":
+            note(split, f"is stale ({'; '.join(state.reasons)}); rebuilding it")
+            todo[split] = dataset
         else:
-            todo.append(Split(split))
+            results[split] = None
     if not todo:
         return results
     if engine is None:
         loader = load_model or partial(ModelProvider.get_model, definition.model, device=device)
-        engine = LocalEngine(functools.cache(loader), batch_size, num_workers)
+        engine = LocalEngine(functools.cache(loader), batch_size, num_workers, draft_decode)
     owns_progress = progress is None
     progress = progress or new_progress()
     with progress if owns_progress else nullcontext():
-        for split in todo:
-            results[split] = _build_split(definition, split, engine, progress, shard_size)
+        for split, loaded in todo.items():
+            dataset = loaded if loaded is not None else DatasetProvider.get_dataset(definition.dataset, split)
+            if dataset.carving is not None:
+                note(split, describe_carving(dataset.carving))
+            skip = on_skip or (lambda image, reason: None) if skip_bad_images else None
+            results[split] = _build_split(definition, split, dataset, engine, progress, shard_size, skip, draft_decode)
     return results
 
 

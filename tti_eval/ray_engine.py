@@ -14,8 +14,16 @@ import numpy as np
 import torch
 
 from tti_eval.common import TTIEvalError
-from tti_eval.compute import DEFAULT_BATCH_SIZE, ProgressCallback, embed_class_prompts, write_shard
+from tti_eval.compute import (
+    DEFAULT_BATCH_SIZE,
+    ProgressCallback,
+    SkipCallback,
+    embed_class_prompts,
+    read_item,
+    write_shard,
+)
 from tti_eval.dataset.base import Dataset
+from tti_eval.dataset.images import BadImageError
 from tti_eval.model import ModelProvider
 from tti_eval.model.base import ImagePreprocessor, Model
 from tti_eval.shards import ShardStore
@@ -82,11 +90,14 @@ def _indices(row: dict[str, Any]) -> list[dict[str, int]]:
 
 
 def _read_and_preprocess(batch: dict[str, np.ndarray], dataset: Dataset, preprocess: ImagePreprocessor) -> dict:
-    items = [dataset.get_image_and_label(int(index)) for index in batch["index"]]
+    items = [read_item(dataset, int(index)) for index in batch["index"]]
+    for item in items:
+        if "bad" in item:  # this engine has no --skip-bad-images: an unreadable image stops the build
+            raise BadImageError(item["bad"], dataset.title, item["reason"])
     return {
         "index": batch["index"],
-        "pixel_values": preprocess([image for image, _ in items]).numpy(),
-        "label": np.array([int(label) for _, label in items], dtype=np.int64),
+        "pixel_values": preprocess([item["image"] for item in items]).numpy(),
+        "label": np.array([int(item["label"]) for item in items], dtype=np.int64),
     }
 
 
@@ -174,7 +185,9 @@ class RayEngine:
                     "cache)."
                 )
 
-    def embed_shards(self, dataset: Dataset, store: ShardStore, on_images: ProgressCallback) -> None:
+    def embed_shards(
+        self, dataset: Dataset, store: ShardStore, on_images: ProgressCallback, on_skip: SkipCallback | None = None
+    ) -> None:
         todo = store.missing()
         if not todo:
             return
@@ -233,7 +246,7 @@ class _Gathered:
             added += int((~filled[offsets]).sum())
             images[offsets], shard_labels[offsets], filled[offsets] = embeddings[mine], labels[mine], True
             if filled.all():
-                write_shard(self.store, self.dataset, int(shard), images, shard_labels)
+                write_shard(self.store, self.dataset, int(shard), [images], [shard_labels], [])
                 del self.open[shard]
         return added
 

@@ -1,4 +1,4 @@
-"""JSON schemas of the definition files, generated from the pydantic specs.
+"""JSON schemas of the definition files and of saved results, generated from the pydantic models.
 
 Regenerate after changing a spec with `python -m tti_eval.schemas`; a test fails while the committed files differ.
 Editors that understand `$schema` then validate and complete `sources/*.json` as they are typed.
@@ -7,12 +7,14 @@ Editors that understand `$schema` then validate and complete `sources/*.json` as
 import json
 
 from tti_eval.common.settings import builtin_sources_path
+from tti_eval.comparison.results import ComparisonRun
 from tti_eval.dataset.spec import DatasetDefinitionSpec
 from tti_eval.model.spec import ModelDefinitionSpec
 
 SCHEMA_SPECS = {
     "model-definition-schema.json": ModelDefinitionSpec,
     "dataset-definition-schema.json": DatasetDefinitionSpec,
+    "compare-schema.json": ComparisonRun,  # compare_<timestamp>.json
 }
 
 

@@ -10,7 +10,7 @@ folder afresh. Once every shard is there, the final file is assembled by streami
 import hashlib
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,10 +70,14 @@ class ShardStore:
         done = set(range(self.num_shards)) - set(self.missing())
         return sum(len(self.rows(shard)) for shard in done)
 
-    def write(self, shard: int, images: np.ndarray, labels: np.ndarray) -> None:
-        if images.shape[0] != len(self.rows(shard)) or labels.shape[0] != images.shape[0]:
+    def write(
+        self, shard: int, images: np.ndarray, labels: np.ndarray, skipped: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        """A finished shard: the embeddings and labels of its readable images, and the (image, reason) of the rest."""
+        if images.shape[0] + len(skipped) != len(self.rows(shard)) or labels.shape[0] != images.shape[0]:
             raise ValueError(f"shard {shard} needs {len(self.rows(shard))} rows, got {images.shape[0]}")
-        atomic_write(self._path(shard), lambda handle: np.savez(handle, images=images, labels=labels))
+        arrays = {"images": images, "labels": labels, "skipped": np.array(json.dumps(list(skipped)))}
+        atomic_write(self._path(shard), lambda handle: np.savez(handle, **arrays))
 
     def _read(self, shard: int, name: str) -> np.ndarray:
         with np.load(self._path(shard), allow_pickle=False) as archive:
@@ -87,9 +91,16 @@ class ShardStore:
     def labels(self) -> np.ndarray:
         return np.concatenate([self._read(shard, "labels") for shard in range(self.num_shards)])
 
+    def skipped(self) -> list[tuple[str, str]]:
+        return [tuple(item) for s in range(self.num_shards) for item in json.loads(str(self._read(s, "skipped")))]
+
     def dim(self) -> int:
-        with np.load(self._path(0), allow_pickle=False) as archive:
-            return int(archive["images"].shape[1])
+        """The embeddings' dimension, from the first shard with a readable image (0 if none has one)."""
+        for shard in range(self.num_shards):
+            images = self._read(shard, "images")
+            if images.shape[0]:
+                return int(images.shape[1])
+        return 0
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -14,7 +14,9 @@ from tti_eval.common import EmbeddingDefinition, Split, get_settings
 from tti_eval.common.cache import embeddings_exist, list_cached, read_shape
 from tti_eval.common.errors import TTIEvalError
 from tti_eval.dataset import DatasetProvider
+from tti_eval.evaluation import EVALUATORS, LinearProbeClassifier
 from tti_eval.model import ModelProvider
+from tti_eval.plotting.reduction import DEFAULT_REDUCTION, REDUCERS
 
 from .console import configure_logging, console, user_errors, warn
 
@@ -23,7 +25,9 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from tti_eval.compute import Engine
+    from tti_eval.evaluation import EvaluationResult
     from tti_eval.model.base import Model
+    from tti_eval.provenance import SplitState
 
 app = typer.Typer(
     name="tti-eval",
@@ -114,6 +118,21 @@ def build(
     ] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or mps. Default: the best available.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Rebuild splits that are already cached.")] = False,
+    skip_bad_images: Annotated[
+        bool,
+        typer.Option(
+            "--skip-bad-images",
+            help="Leave out images that cannot be read (listed at the end and in the metadata) instead of stopping.",
+        ),
+    ] = False,
+    draft_decode: Annotated[
+        bool,
+        typer.Option(
+            "--draft-decode",
+            help="Decode large JPEGs at reduced resolution (at least twice the model's input): several times faster "
+            "on photos, with slightly different embeddings.",
+        ),
+    ] = False,
     engine: Annotated[
         BuildEngine, typer.Option(help="local: this process. ray: a Ray cluster (`pip install -e '.[ray]'`).")
     ] = BuildEngine.LOCAL,
@@ -133,19 +152,35 @@ def build(
     ray_options = {"address": address, "workers": workers, "gpus_per_worker": gpus_per_worker}
     if engine is BuildEngine.LOCAL and any(value is not None for value in ray_options.values()):
         raise TTIEvalError("--address, --workers and --gpus-per-worker apply to --engine ray only.")
-    if engine is BuildEngine.RAY and (device is not None or num_workers is not None):
-        raise TTIEvalError("--device and --num-workers apply to --engine local; with Ray use --gpus-per-worker.")
+    if engine is BuildEngine.RAY and (device is not None or num_workers is not None or skip_bad_images or draft_decode):
+        raise TTIEvalError(
+            "--device, --num-workers, --skip-bad-images and --draft-decode apply to --engine local only."
+        )
     splits = list(dict.fromkeys(split or DEFAULT_SPLITS))
     _report_definition_problems()
     pairs = parse_pairs(model_dataset) if model_dataset else _pick_pairs_to_build(include_existing, by_dataset, splits)
     if not pairs:
         console.print("Nothing to build.")
         return
+    skipped: list[tuple[str, str]] = []
     options = {"overwrite": overwrite, "batch_size": batch_size}
     if engine is BuildEngine.RAY:
         failed = _build_pairs_on_ray(pairs, splits, ray_options, **options)
     else:
-        failed = _build_pairs(pairs, splits, num_workers=num_workers, device=device, **options)
+        failed = _build_pairs(
+            pairs,
+            splits,
+            num_workers=num_workers,
+            device=device,
+            skip_bad_images=skip_bad_images,
+            draft_decode=draft_decode,
+            on_skip=lambda image, reason: skipped.append((image, reason)),
+            **options,
+        )
+    if skipped:
+        console.print(f"[yellow]Skipped {len(skipped)} unreadable images[/] (recorded in each split's metadata):")
+        for image, reason in skipped:
+            console.print(f"  {image} ({reason})", highlight=False, markup=False)
     if failed:
         raise typer.Exit(1)
 
@@ -198,9 +233,13 @@ def _build_pairs(
             load_model = _load_once(model_title, device, progress.console)
             engine = engines(model_title) if engines else None
             for pair in (p for p in pairs if p.model == model_title):
+
+                def note(split: Split, text: str, pair: EmbeddingDefinition = pair) -> None:
+                    progress.console.print(f"[dim]•[/] {pair} ({split.value}) {text}", highlight=False)
+
                 try:
                     built = build_embeddings(
-                        pair, splits, load_model=load_model, engine=engine, progress=progress, **options
+                        pair, splits, load_model=load_model, engine=engine, progress=progress, on_note=note, **options
                     )
                 except TTIEvalError as e:
                     failed += 1
@@ -222,6 +261,14 @@ def cached_pairs(split: Split | None = None) -> list[EmbeddingDefinition]:
     return [pair for pair, splits in list_cached().items() if wanted <= set(splits)]
 
 
+def _cross_validate_help(defaults: dict) -> str:
+    grid = defaults["C_grid"]
+    return (
+        f"Linear probe: choose C by cross-validation on the train split ({min(grid):g} to {max(grid):g}) instead of "
+        f"the original tool's C = {defaults['C']:g}."
+    )
+
+
 @app.command()
 @user_errors
 def evaluate(
@@ -230,26 +277,29 @@ def evaluate(
     save: Annotated[bool, typer.Option("--save", "-s", help="Write the scores to a CSV in the output folder.")] = False,
     evaluator: Annotated[
         list[str] | None,
-        typer.Option("--evaluator", "-e", help="wKNN, zero_shot, I2IR or linear_probe; repeat for more. Default: all."),
+        typer.Option(
+            "--evaluator",
+            "-e",
+            help="; ".join(f"{title}: {e.spec.description}" for title, e in EVALUATORS.items())
+            + ". Repeat for more. Default: all.",
+        ),
     ] = None,
     plot: Annotated[bool, typer.Option("--plot", help="Save a bar chart PNG per evaluator next to the CSV.")] = False,
     cross_validate: Annotated[
         bool,
-        typer.Option(
-            "--cross-validate",
-            help="Linear probe: choose C by cross-validation on the train split (1e-3 to 1e3) instead of the "
-            "original tool's C = 1.",
-        ),
+        typer.Option("--cross-validate", help=_cross_validate_help(LinearProbeClassifier.get_default_params())),
     ] = False,
 ) -> None:
-    """Score cached embeddings with wKNN, zero-shot, image retrieval and a linear probe (95 % bootstrap intervals)."""
+    """Score cached embeddings with every evaluator (or those chosen with -e), with 95 % bootstrap intervals."""
     from rich.progress import Progress
 
     from tti_eval.common.cache import build_command
-    from tti_eval.evaluation import EVALUATORS, get_evaluator
-    from tti_eval.evaluation.evaluator import run_evaluation
+    from tti_eval.evaluation import get_evaluator, run_evaluation
 
-    evaluators = [get_evaluator(title) for title in dict.fromkeys(evaluator or [])] or list(EVALUATORS.values())
+    # Titles are looked up (in any letter case) when the command runs, so an evaluator a plugin registers after this
+    # module loaded is still found, and an unknown one gets the registry's suggestion.
+    evaluators = [get_evaluator(title) for title in evaluator or []] or list(EVALUATORS.values())
+    evaluators = list(dict.fromkeys(evaluators))
     if all_ and model_dataset:
         raise TTIEvalError("Give either --all or --model-dataset pairs, not both.")
     if all_:
@@ -268,6 +318,7 @@ def evaluate(
             highlight=False,
         )
     pairs = [p for p in pairs if p not in missing]
+    _warn_stale(pairs, (Split.TRAIN, Split.VALIDATION))
     if not pairs:
         if not missing:
             console.print("No cached pairs to evaluate; build some first with `tti-eval build`.")
@@ -278,7 +329,7 @@ def evaluate(
         run = run_evaluation(
             evaluators,
             pairs,
-            params={"linear_probe": {"cross_validate": True}} if cross_validate else None,
+            params={LinearProbeClassifier.title(): {"cross_validate": True}} if cross_validate else None,
             progress=lambda done, total, what: progress.update(task, completed=done, description=what),
         )
     for problem in run.problems:
@@ -286,7 +337,7 @@ def evaluate(
     for title in (e.title() for e in evaluators):
         results = [r for r in run.results if r.evaluator == title]
         if results:
-            console.print(_scores_table(title, results))
+            console.print(scores_table(title, results))
 
     if (save or plot) and run.results:
         from tti_eval.evaluation.report import evaluation_csv_path, write_csv
@@ -305,14 +356,22 @@ def evaluate(
         raise typer.Exit(1)  # some pair could not be evaluated; its sentence is above
 
 
-def _scores_table(title: str, results) -> "Table":
-    """Rows models, columns datasets: the primary score to 4 decimals with its 95 % interval beside it."""
+def _warn_stale(pairs: Sequence[EmbeddingDefinition], splits: Sequence[Split]) -> None:
+    from tti_eval.provenance import stale_warnings
+
+    for message in stale_warnings(pairs, splits):
+        warn(message)
+
+
+def scores_table(title: str, results: "Sequence[EvaluationResult]") -> "Table":
+    """Rows models, columns datasets: the main metric to 4 decimals with its 95 % interval beside it."""
     from rich.table import Table
 
     datasets = list(dict.fromkeys(r.dataset for r in results))
     models = list(dict.fromkeys(r.model for r in results))
     cells = {(r.model, r.dataset): r.score for r in results}
-    table = Table(title=f"{title} [dim](95 % interval in brackets)[/]", title_justify="left")
+    metric = results[0].main_metric.label
+    table = Table(title=f"{title}: {metric} [dim](95 % interval in brackets)[/]", title_justify="left")
     table.add_column("Model")
     for dataset in datasets:
         table.add_column(dataset, justify="right")
@@ -336,13 +395,13 @@ def animate(
     interactive: Annotated[
         bool, typer.Option("--interactive", help="Show a window with a slider instead of writing a GIF.")
     ] = False,
-    reduction: Annotated[str, typer.Option(help="2-D reduction: umap, pca or tsne.")] = "umap",
+    reduction: Annotated[
+        str, typer.Option(help=f"How to reduce embeddings to 2-D: {', '.join(REDUCERS)} (any letter case).")
+    ] = DEFAULT_REDUCTION,
     split: Annotated[Split, typer.Option(help="Which split's images to show.")] = Split.VALIDATION,
 ) -> None:
     """Morph one model's 2-D embedding map of a dataset into another's and save it as a GIF."""
-    from tti_eval.plotting.reduction import get_reducer
-
-    get_reducer(reduction)  # an unknown reduction fails before any work
+    reduction = REDUCERS.canonical_title(reduction)  # an unknown reduction fails before any work
     given = [a for a in (from_model, to_model, dataset) if a]
     if 0 < len(given) < 3:
         raise TTIEvalError("Give all three of FROM_MODEL TO_MODEL DATASET, or none of them to pick interactively.")
@@ -358,6 +417,7 @@ def animate(
             raise TTIEvalError(
                 f"{pair} has no {split.value} embeddings; run `{build_command(pair)} --split {split.value}` first."
             )
+    _warn_stale(pairs, (split,))
     with console.status(f"Reducing embeddings with {reduction} and drawing the animation …"):
         path = build_animation(pairs[0], pairs[1], split=split, reduction=reduction, interactive=interactive)
     if path is not None:
@@ -389,6 +449,8 @@ def list_(
     """Show cached model/dataset pairs, or with --all every known model and dataset."""
     from rich.table import Table
 
+    from tti_eval.provenance import split_state
+
     if all_:
         _report_definition_problems()
         for kind, registry in (("Models", ModelProvider.registry), ("Datasets", DatasetProvider.registry)):
@@ -407,18 +469,31 @@ def list_(
         )
         return
     table = Table(title=f"Cached embeddings in {get_settings().embeddings_path}", title_justify="left")
-    for column, justify in (("Dataset", "left"), ("Model", "left"), ("Splits", "left"), ("N", "right"), ("D", "right")):
-        table.add_column(column, justify=justify)
+    for column in ("Dataset", "Model", "Splits", "N", "D", "State"):
+        table.add_column(column, justify="right" if column in ("N", "D") else "left")
+    memo: dict = {}  # the folders of a dataset (or model) shared by many pairs are stat'ed once
     for pair, splits in cached.items():
         try:
             shapes = [read_shape(pair, s) for s in splits]
+            states = [split_state(pair, s, memo=memo) for s in splits]
         except TTIEvalError as e:  # one damaged file must not hide the rest of the cache
             warn(str(e))
-            table.add_row(pair.dataset, pair.model, ", ".join(s.value for s in splits), "[red]unreadable[/]", "")
+            table.add_row(pair.dataset, pair.model, ", ".join(s.value for s in splits), "[red]unreadable[/]", "", "")
             continue
         sizes = " + ".join(str(n) for n, _ in shapes)
-        table.add_row(pair.dataset, pair.model, ", ".join(s.value for s in splits), sizes, str(shapes[0][1]))
+        row = (pair.dataset, pair.model, ", ".join(s.value for s in splits), sizes, str(shapes[0][1]))
+        table.add_row(*row, _state_cell(states))
     console.print(table)
+
+
+def _state_cell(states: "Sequence[SplitState]") -> str:
+    """ "up to date", or what is stale and why, or "provenance unknown" for splits that carry no fingerprint."""
+    stale = [f"{s.split.value}: {'; '.join(s.reasons)}" for s in states if s.status == "stale"]
+    if stale:
+        return f"[yellow]stale[/] ({', '.join(stale)})"
+    if any(s.status == "unknown" for s in states):
+        return "[dim]provenance unknown[/]"
+    return "[green]up to date[/]"
 
 
 def cli() -> None:

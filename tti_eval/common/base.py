@@ -27,6 +27,7 @@ def check_title(title: str) -> str:
 
 
 SafeTitle = Annotated[str, AfterValidator(check_title), Field(json_schema_extra={"pattern": _SAFE_TITLE.pattern})]
+SafeName = SafeTitle  # the original tool's name for it
 
 
 class Split(StrEnum):

@@ -6,7 +6,6 @@ so listing titles never imports torch, transformers or the Encord SDK. A broken 
 (file name and field) and skipped; the others still load.
 """
 
-import difflib
 import functools
 import importlib
 import importlib.util
@@ -23,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from .base import SafeTitle
 from .errors import DefinitionError, UnknownTitleError
 from .settings import builtin_sources_path, get_settings
+from .title_registry import did_you_mean
 
 T = TypeVar("T")
 
@@ -246,11 +246,10 @@ class DefinitionRegistry(Generic[T]):
         return entry
 
     def unknown_title_message(self, title: str) -> str:
-        titles = self.titles()
-        by_lower = {t.lower(): t for t in titles}
-        close = [by_lower[t] for t in difflib.get_close_matches(title.lower(), list(by_lower), n=3, cutoff=0.5)]
-        hint = f" Did you mean {', '.join(repr(t) for t in close)}?" if close else ""
-        return f"Unknown {self.kind} '{title}'.{hint} Run `tti-eval list --all` to see every known {self.kind}."
+        see_all = f"Run `tti-eval list --all` to see every known {self.kind}."
+        return " ".join(
+            part for part in (f"Unknown {self.kind} '{title}'.", did_you_mean(title, self.titles()), see_all) if part
+        )
 
     def _resolve_class(self, entry: _Entry) -> type:
         name = entry.spec.type_name

@@ -11,11 +11,18 @@ from torch.utils.data import Dataset as TorchDataset
 from tti_eval.common.base import Split
 from tti_eval.common.registry import call_setup
 from tti_eval.common.settings import get_settings
+from tti_eval.dataset.images import decode_image
 
 DEFAULT_TEMPLATES = ("An image of a {}",)  # the original tool's single prompt, so its caches stay comparable
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 
 class Dataset(TorchDataset, ABC):
+    # Set by the build engine when the user allows reduced-resolution decoding (`tti-eval build --draft`): images may
+    # then be decoded smaller, as long as both sides keep at least this many pixels. Types that cannot honour it
+    # simply ignore it.
+    min_image_size: int | None = None
+
     def __init__(
         self,
         title: str,
@@ -33,6 +40,9 @@ class Dataset(TorchDataset, ABC):
         self.templates = list(templates or DEFAULT_TEMPLATES)
         self.transform = transform
         self.class_names: list[str] = []
+        # How this split was cut from the source; types that carve a split from train replace it (`splits.py`).
+        self.split_rule: dict[str, Any] = {"split": self.split.value, "from": "source"}
+        self.carving: dict[str, int] | None = None  # split sizes when some split was carved from train
         call_setup(self, kwargs)
 
     @abstractmethod
@@ -44,7 +54,10 @@ class Dataset(TorchDataset, ABC):
 
     @abstractmethod
     def get_image_and_label(self, index: int) -> tuple[Image.Image, int]:
-        """The index-th item as an RGB PIL image and its class index into `class_names`."""
+        """The index-th item as an 8-bit RGB PIL image and its class index into `class_names`.
+
+        Decode files with `tti_eval.dataset.images.decode_image`, so that unusual modes and broken files are handled
+        the same way in every type."""
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image, label = self.get_image_and_label(index)
@@ -52,6 +65,21 @@ class Dataset(TorchDataset, ABC):
 
     def set_transform(self, transform: Callable[[Image.Image], Any] | None) -> None:
         self.transform = transform
+
+    # -- provenance: what the cache fingerprint records about this split's images (`tti_eval.provenance`) ------------
+
+    image_suffixes: frozenset[str] | None = IMAGE_SUFFIXES  # None: every file in `source_paths` counts
+
+    def source_paths(self) -> list[Path]:
+        """Local folders whose image files (`image_suffixes`) decide this split, so that adding, removing or touching
+        one marks cached embeddings stale. Their files are only stat'ed, so `list` and `evaluate` can re-check them
+        without loading this type. Default: none (the images are not local files, or other identity covers them)."""
+        return []
+
+    def source_identity(self) -> dict[str, Any]:
+        """What else identifies this split's images, as JSON-able values compared at build time (a hub dataset's
+        fingerprint, label versions). Default: nothing beyond the definition and `source_paths`."""
+        return {}
 
     @property
     def num_classes(self) -> int:
@@ -76,5 +104,4 @@ class ImageFileDataset(Dataset, ABC):
 
     def get_image_and_label(self, index: int) -> tuple[Image.Image, int]:
         path, label = self._items[index]
-        with Image.open(path) as image:
-            return image.convert("RGB"), label
+        return decode_image(path, str(path), self.title, self.min_image_size), label

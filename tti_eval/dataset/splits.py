@@ -6,11 +6,15 @@ when a source lacks validation and/or test: cached embeddings of both tools then
 
 from collections.abc import Collection
 from math import ceil
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tti_eval.common.base import Split
 from tti_eval.common.errors import TTIEvalError
+
+if TYPE_CHECKING:
+    from tti_eval.dataset.base import Dataset
 
 CARVE_FRACTION = 0.15  # of the source's train split, per missing split
 SPLIT_SEED = 42
@@ -43,6 +47,32 @@ def carve_missing_splits(num_train_rows: int, missing: Collection[Split]) -> dic
         return {Split.TRAIN: train, missing[0]: held_out}
     validation, test = _train_test_indices(len(held_out), 0.5)
     return {Split.TRAIN: train, Split.VALIDATION: held_out[validation], Split.TEST: held_out[test]}
+
+
+def select_carved_split(dataset: "Dataset", num_train_rows: int, missing: Collection[Split]) -> np.ndarray:
+    """Indices into the source's train split of `dataset.split` under `carve_missing_splits`, recording the rule in
+    `dataset.split_rule` (part of the cache fingerprint) and the resulting sizes in `dataset.carving` (disclosed by
+    `build` and kept in the split's metadata)."""
+    carved = carve_missing_splits(num_train_rows, missing)
+    dataset.split_rule = {
+        "split": dataset.split.value,
+        "from": "train",
+        "missing": [split.value for split in CARVABLE_SPLITS if split in carved],
+        "fraction": CARVE_FRACTION,
+        "seed": SPLIT_SEED,
+    }
+    dataset.carving = {"train_images": num_train_rows} | {split.value: len(rows) for split, rows in carved.items()}
+    return carved[dataset.split]
+
+
+def describe_carving(carving: dict[str, int]) -> str:
+    """One line saying how many train images went to which split, e.g. for `build`'s output."""
+    moved = [f"{carving[split.value]:,} to {split.value}" for split in CARVABLE_SPLITS if split.value in carving]
+    percent = round(CARVE_FRACTION * 100)
+    return (
+        f"carved from the source's {carving['train_images']:,} train images: {' and '.join(moved)} "
+        f"({percent} % each, seed {SPLIT_SEED}), {carving[Split.TRAIN.value]:,} kept for train"
+    )
 
 
 def random_splits(num_items: int, train: float = 0.7, validation: float = 0.15) -> dict[Split, np.ndarray]:

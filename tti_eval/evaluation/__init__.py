@@ -1,55 +1,47 @@
-"""The four evaluators, their registry by title, and the orchestration that runs them on cached embeddings."""
+"""Evaluators of cached embeddings, each declared in its own module, and the run that scores pairs with them.
 
-from difflib import get_close_matches
+Importing an evaluator's module registers it; the built-ins are imported here in the original tool's table order,
+which is the registry's order. Notebooks and plugins call `register_evaluator` on their own class.
+"""
 
-from tti_eval.common.errors import UnknownTitleError
-
-from .base import ClassificationModel, EvaluationModel
-from .evaluator import EvaluationRun, run_evaluation
-from .image_retrieval import I2IRetrievalEvaluator
-from .knn import WeightedKNNClassifier
-from .linear_probe import LinearProbeClassifier
-from .metrics import EvaluationResult, Score
-from .zero_shot import ZeroShotClassifier
-
-
-def _register(*evaluators: type[EvaluationModel]) -> dict[str, type[EvaluationModel]]:
-    registry: dict[str, type[EvaluationModel]] = {}
-    for evaluator in evaluators:
-        title = evaluator.title()
-        if title.lower() in (known.lower() for known in registry):
-            raise ValueError(f"Two evaluators share the title '{title}'")
-        registry[title] = evaluator
-    return registry
-
-
-# In the order the original tool printed its tables.
-EVALUATORS: dict[str, type[EvaluationModel]] = _register(
-    ZeroShotClassifier, LinearProbeClassifier, WeightedKNNClassifier, I2IRetrievalEvaluator
+from ._metrics import CONFIDENCE, N_RESAMPLES, SEED, EvaluationResult, Metric, Score
+from .base import (
+    EVALUATORS,
+    ClassificationModel,
+    EvaluationModel,
+    EvaluatorSpec,
+    InvalidParametersError,
+    get_evaluator,
+    register_evaluator,
 )
+from .zero_shot import ZeroShotClassifier  # isort: split
 
+from .linear_probe import LinearProbeClassifier  # isort: split
 
-def get_evaluator(title: str) -> type[EvaluationModel]:
-    """The evaluator with this title (case-insensitive)."""
-    by_lower = {known.lower(): evaluator for known, evaluator in EVALUATORS.items()}
-    if title.lower() in by_lower:
-        return by_lower[title.lower()]
-    close = get_close_matches(title, list(EVALUATORS), n=2, cutoff=0.4)
-    hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else f"choose from {', '.join(EVALUATORS)}."
-    raise UnknownTitleError(f"There is no evaluator called '{title}'; {hint}")
+from .knn import WeightedKNNClassifier  # isort: split
 
+from .image_retrieval import I2IRetrievalEvaluator  # isort: split
+
+from .run import EvaluationRun, run_evaluation
 
 __all__ = [
+    "CONFIDENCE",
     "EVALUATORS",
     "ClassificationModel",
     "EvaluationModel",
     "EvaluationResult",
     "EvaluationRun",
+    "EvaluatorSpec",
     "I2IRetrievalEvaluator",
+    "InvalidParametersError",
     "LinearProbeClassifier",
+    "Metric",
+    "N_RESAMPLES",
+    "SEED",
     "Score",
     "WeightedKNNClassifier",
     "ZeroShotClassifier",
     "get_evaluator",
+    "register_evaluator",
     "run_evaluation",
 ]

@@ -1,52 +1,63 @@
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from tti_eval.common.base import Embeddings
 from tti_eval.common.vectors import row_chunks
 
-from .base import EvaluationModel
-from .metrics import N_RESAMPLES, SEED, Score, retrieval_scores
-from .neighbours import Neighbours, search_neighbours
+from ._metrics import N_RESAMPLES, SEED, Metric, Score, mean_score
+from .base import EvaluationModel, EvaluatorSpec, register_evaluator
+
+if TYPE_CHECKING:  # the search module imports faiss, which `tti-eval --help` must not wait for
+    from .neighbours import Neighbours
+
+# Precision at R, R being the number of relevant items (here capped at k): the original tool printed it as "accuracy".
+R_PRECISION = Metric("r_precision", "R-precision")
 
 
+class I2IRParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    k: int = Field(100, ge=1, description="Validation images each train image retrieves (capped at the split size).")
+
+
+@register_evaluator
 class I2IRetrievalEvaluator(EvaluationModel):
     """Image-to-image retrieval: each train image queries its k nearest validation images (exact L2). With Q the
     smaller of k and the size of its class in validation, its score is the share of its first Q neighbours that
-    share its class (0 when its class is absent from validation); the result is the mean over train images."""
+    share its class (0 when its class is absent from validation), i.e. its R-precision with R capped at k; the result
+    is the mean over train images."""
+
+    spec = EvaluatorSpec(
+        title="I2IR",
+        description="image-to-image retrieval of validation images by train images",
+        main_metric=R_PRECISION,
+        metrics=(R_PRECISION,),
+        params=I2IRParams,
+        neighbours_train_to_val="k",
+    )
 
     def __init__(
         self,
         train_embeddings: Embeddings,
         validation_embeddings: Embeddings,
         num_classes: int | None = None,
-        k: int = 100,
-        neighbours: Neighbours | None = None,
+        neighbours: "Neighbours | None" = None,
+        **params: Any,
     ) -> None:
-        super().__init__(train_embeddings, validation_embeddings, num_classes)
-        if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
-        self.k = min(k, len(validation_embeddings.images))
+        super().__init__(train_embeddings, validation_embeddings, num_classes, **params)
+        self.k = min(self.params.k, len(validation_embeddings.images))
         if neighbours is not None:
             neighbours.check_matches(len(train_embeddings.images), len(validation_embeddings.images), 0, self.k)
         self._neighbours = neighbours
 
-    @classmethod
-    def title(cls) -> str:
-        return "I2IR"
-
-    @staticmethod
-    def get_default_params() -> dict[str, Any]:
-        return {"k": 100}
-
-    @classmethod
-    def neighbour_request(cls, params: dict[str, Any]) -> tuple[int, int]:
-        return 0, params.get("k", cls.get_default_params()["k"])
-
     @cached_property
     def per_query_scores(self) -> np.ndarray:
         """Each train image's retrieval score (float64, [n_train])."""
+        from .neighbours import search_neighbours
+
         train, val = self._train, self._val
         neighbours = (
             self._neighbours
@@ -67,4 +78,7 @@ class I2IRetrievalEvaluator(EvaluationModel):
         return float(self.per_query_scores.mean())
 
     def scores(self, n_resamples: int = N_RESAMPLES, seed: int = SEED) -> dict[str, Score]:
-        return retrieval_scores(self.per_query_scores, n_resamples, seed)
+        return {R_PRECISION.name: mean_score(self.per_query_scores, n_resamples, seed)}
+
+    def outcomes(self) -> dict[str, np.ndarray]:
+        return {"labels": self._train.labels, "per_query_scores": self.per_query_scores}

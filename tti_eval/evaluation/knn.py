@@ -1,18 +1,29 @@
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from tti_eval.common.base import Embeddings
 from tti_eval.common.vectors import row_chunks
 
-from .base import ClassificationModel
-from .neighbours import Neighbours, search_neighbours
+from ._metrics import ACCURACY, CLASSIFICATION_METRICS
+from .base import ClassificationModel, EvaluatorSpec, register_evaluator
 from .utils import normalize, softmax
+
+if TYPE_CHECKING:  # the search module imports faiss, which `tti-eval --help` must not wait for
+    from .neighbours import Neighbours
 
 # Validation rows per chunk when re-measuring distances: the gathered neighbours are [rows, k, dim] floats.
 _ROWS = 512
 
 
+class KNNParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    k: int = Field(11, ge=1, description="Train images that vote for each validation image (capped at the train size).")
+
+
+@register_evaluator
 class WeightedKNNClassifier(ClassificationModel):
     """Each validation image's k nearest train images (exact L2) vote for their class with weight 1/d², d² being
     the squared L2 distance (the original tool's faiss distance); probabilities are the softmax of the per-class
@@ -25,35 +36,33 @@ class WeightedKNNClassifier(ClassificationModel):
     probabilities.
     """
 
+    spec = EvaluatorSpec(
+        title="wKNN",
+        description="weighted k-nearest-neighbour vote of train images",
+        main_metric=ACCURACY,
+        metrics=CLASSIFICATION_METRICS,
+        params=KNNParams,
+        neighbours_val_to_train="k",
+    )
+
     def __init__(
         self,
         train_embeddings: Embeddings,
         validation_embeddings: Embeddings,
         num_classes: int | None = None,
-        k: int = 11,
-        neighbours: Neighbours | None = None,
+        neighbours: "Neighbours | None" = None,
+        **params: Any,
     ) -> None:
-        super().__init__(train_embeddings, validation_embeddings, num_classes)
-        if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
-        self.k = min(k, len(train_embeddings.images))  # faiss would pad with index -1 and vote for the last label
+        super().__init__(train_embeddings, validation_embeddings, num_classes, **params)
+        # Capped because faiss would pad with index -1 and vote for the last label.
+        self.k = min(self.params.k, len(train_embeddings.images))
         if neighbours is not None:
             neighbours.check_matches(len(train_embeddings.images), len(validation_embeddings.images), self.k, 0)
         self._neighbours = neighbours
 
-    @classmethod
-    def title(cls) -> str:
-        return "wKNN"
-
-    @staticmethod
-    def get_default_params() -> dict[str, Any]:
-        return {"k": 11}
-
-    @classmethod
-    def neighbour_request(cls, params: dict[str, Any]) -> tuple[int, int]:
-        return params.get("k", cls.get_default_params()["k"]), 0
-
     def _predict(self) -> tuple[np.ndarray, np.ndarray]:
+        from .neighbours import search_neighbours
+
         train, val = self._train, self._val
         neighbours = (
             self._neighbours

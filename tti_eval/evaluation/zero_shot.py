@@ -1,24 +1,35 @@
+from typing import Any
+
 import numpy as np
 
 from tti_eval.common.base import Embeddings
 from tti_eval.common.errors import InvalidEmbeddingsError
 from tti_eval.common.vectors import check_vectors, row_chunks
 
-from .base import ClassificationModel
+from ._metrics import ACCURACY, CLASSIFICATION_METRICS
+from .base import ClassificationModel, EvaluatorSpec, register_evaluator
 from .utils import normalize, softmax
 
 
+@register_evaluator
 class ZeroShotClassifier(ClassificationModel):
     """Softmax over the dot products of each validation image with every class (text) embedding of the train file;
     the prediction is the most similar class. Computed a block of validation images at a time."""
 
-    needs_class_embeddings = True
+    spec = EvaluatorSpec(
+        title="zero_shot",
+        description="zero-shot classification by the class (prompt) embeddings",
+        main_metric=ACCURACY,
+        metrics=CLASSIFICATION_METRICS,
+        needs_class_embeddings=True,
+    )
 
     def __init__(
         self,
         train_embeddings: Embeddings,
         validation_embeddings: Embeddings,
         num_classes: int | None = None,
+        **params: Any,
     ) -> None:
         classes = train_embeddings.classes
         if classes is None:
@@ -31,11 +42,7 @@ class ZeroShotClassifier(ClassificationModel):
                 f"The train embeddings hold {len(classes)} class embeddings for {num_classes} classes; rebuild them."
             )
         check_vectors(classes, "class embeddings")
-        super().__init__(train_embeddings, validation_embeddings, len(classes))
-
-    @classmethod
-    def title(cls) -> str:
-        return "zero_shot"
+        super().__init__(train_embeddings, validation_embeddings, len(classes), **params)
 
     def _predict(self) -> tuple[np.ndarray, np.ndarray]:
         class_unit = normalize(self._train.classes)

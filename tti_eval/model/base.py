@@ -44,21 +44,30 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
 
 
 class ImageBatchCollator:
-    """DataLoader `collate_fn`: one preprocessing call per batch, never one per image."""
+    """DataLoader `collate_fn`: one preprocessing call per batch, never one per image.
+
+    Items that could not be read (`{"bad": name, "reason": ...}`) pass through as `bad`, so the process that owns
+    the build decides whether to stop or skip them; `pixel_values` is None when no image of the batch was read."""
 
     def __init__(self, preprocess: ImagePreprocessor):
         self.preprocess = preprocess
 
-    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        images = [item["image"] for item in items]
-        labels = torch.tensor([int(item["label"]) for item in items], dtype=torch.long)
-        return {"pixel_values": self.preprocess(images), "labels": labels}
+    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        good = [item for item in items if "bad" not in item]
+        labels = torch.tensor([int(item["label"]) for item in good], dtype=torch.long)
+        pixel_values = self.preprocess([item["image"] for item in good]) if good else None
+        return {"pixel_values": pixel_values, "labels": labels, "bad": [item for item in items if "bad" in item]}
 
 
 def _normalized_numpy(features: torch.Tensor) -> np.ndarray:
     features = features.float()
     features = features / features.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     return features.cpu().numpy().astype(np.float32, copy=False)
+
+
+def model_cache_dir(title: str, cache_dir: str | Path | None = None) -> Path:
+    """Where a model keeps what it downloads or trains: the definition's `cache_dir`, else `<models cache>/<title>`."""
+    return Path(cache_dir) if cache_dir else get_settings().models_path / title
 
 
 class Model(ABC):
@@ -73,8 +82,21 @@ class Model(ABC):
         self.title = title
         self.title_in_source = title_in_source or title
         self.device = resolve_device(device)
-        self.cache_dir = Path(cache_dir) if cache_dir else get_settings().models_path / title
+        self.cache_dir = model_cache_dir(title, cache_dir)
         call_setup(self, kwargs)
+
+    @classmethod
+    def source_paths(cls, title: str, title_in_source: str | None = None, **fields: Any) -> list[Path]:
+        """Local files or folders the weights come from (a model directory, a checkpoint), from the definition's
+        fields alone: a class method, because checking a cache must not load the model. Their sizes and mtimes join
+        the cache fingerprint, so replacing or retraining them marks cached embeddings stale. Default: every field
+        (but the download cache) that names an existing path."""
+        values = [title_in_source, *(value for name, value in fields.items() if name != "cache_dir")]
+        return [
+            Path(value).expanduser()
+            for value in values
+            if isinstance(value, str | Path) and str(value) and Path(value).expanduser().exists()
+        ]
 
     @abstractmethod
     def _setup(self, **kwargs: Any) -> None:
@@ -91,6 +113,12 @@ class Model(ABC):
     @abstractmethod
     def _encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """Raw text features [T, D] on any device."""
+
+    def image_input_size(self) -> int | None:
+        """The shorter side, in pixels, of the images the network takes (224 for most CLIPs), or None if unknown.
+
+        Known, it lets the engine decode large JPEGs at reduced resolution on request (`draft_decode`)."""
+        return None
 
     def get_collate_fn(self) -> ImageBatchCollator:
         return ImageBatchCollator(self.get_image_preprocessor())

@@ -6,7 +6,6 @@ is recomputed. umap-learn and scikit-learn's manifold module are imported inside
 costs tens of seconds the first time (numba compiles it) and most commands never need it.
 """
 
-import difflib
 import hashlib
 import logging
 import zipfile
@@ -15,16 +14,17 @@ from pathlib import Path
 
 import numpy as np
 
-from tti_eval.common import EmbeddingDefinition, Embeddings, Split, TTIEvalError, UnknownTitleError, get_settings
+from tti_eval.common import EmbeddingDefinition, Embeddings, Split, TTIEvalError, get_settings
 from tti_eval.common.atomic import atomic_write
 from tti_eval.common.cache import load_embeddings
+from tti_eval.common.title_registry import TitleRegistry
 
 logger = logging.getLogger("tti_eval")
 
 Reducer = Callable[[np.ndarray, int], np.ndarray]
 """Maps image embeddings [N, D] to points [N, 2]; the int is the random seed, so a map can be reproduced."""
 
-REDUCERS: dict[str, Reducer] = {}
+REDUCERS: TitleRegistry[Reducer] = TitleRegistry("reduction")
 DEFAULT_REDUCTION = "umap"
 DEFAULT_SEED = 42
 MIN_POINTS = 5  # fewer cannot give UMAP or t-SNE a neighbourhood to work with
@@ -34,10 +34,7 @@ def register_reducer(title: str) -> Callable[[Reducer], Reducer]:
     """Decorator that makes a reducer available under `title` (to `reduce_embeddings` and `--reduction`)."""
 
     def register(reducer: Reducer) -> Reducer:
-        if title in REDUCERS:
-            raise ValueError(f"a reducer titled '{title}' is already registered")
-        REDUCERS[title] = reducer
-        return reducer
+        return REDUCERS.register(title, reducer)
 
     return register
 
@@ -68,12 +65,8 @@ def _tsne(images: np.ndarray, seed: int) -> np.ndarray:
 
 
 def get_reducer(title: str) -> Reducer:
-    try:
-        return REDUCERS[title]
-    except KeyError:
-        close = difflib.get_close_matches(title, REDUCERS, n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
-        raise UnknownTitleError(f"Unknown reduction '{title}'; {hint}choose one of {', '.join(REDUCERS)}.") from None
+    """The reducer titled `title` (case-insensitive); an unknown title suggests the closest ones."""
+    return REDUCERS.get_entry(title)
 
 
 def reduction_path(definition: EmbeddingDefinition, split: Split, reduction: str) -> Path:
@@ -111,7 +104,8 @@ def reduce_embeddings(
     """The 2-D map [N, 2] (float32) of a cached split's image embeddings, from the reductions cache when fresh.
 
     `embeddings` are that split's, when the caller has them loaded already."""
-    reducer = get_reducer(reduction)
+    reduction = REDUCERS.canonical_title(reduction)  # one cache file whatever the letter case
+    reducer = REDUCERS.get_entry(reduction)
     embeddings = embeddings if embeddings is not None else load_embeddings(definition, split)
     embeddings.check_usable(str(definition))  # NaN or zero vectors would make the reducers fail obscurely
     images = embeddings.images

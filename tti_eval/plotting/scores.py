@@ -13,14 +13,22 @@ from matplotlib.figure import Figure
 from natsort import natsorted, ns
 
 from tti_eval.common.atomic import atomic_write
-from tti_eval.evaluation.metrics import METRIC_LABELS, PRIMARY, EvaluationResult
+from tti_eval.evaluation import EvaluationResult
 
 
 def plot_scores(results: Sequence[EvaluationResult], evaluator_title: str, path: Path) -> Path:
-    """Save the chart of `evaluator_title`'s primary score over every (model, dataset) in `results` as a PNG."""
-    chosen = {(r.model, r.dataset): r.score for r in results if r.evaluator == evaluator_title}
-    if not chosen:
+    """Save the chart of `evaluator_title`'s main metric over every (model, dataset) in `results` as a PNG."""
+    figure = scores_figure(results, evaluator_title)
+    atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=150))
+    return path
+
+
+def scores_figure(results: Sequence[EvaluationResult], evaluator_title: str) -> Figure:
+    """The chart `plot_scores` saves: one bar container per model (in legend order), each with its error bars."""
+    mine = [r for r in results if r.evaluator == evaluator_title]
+    if not mine:
         raise ValueError(f"no {evaluator_title} results to plot")
+    chosen = {(r.model, r.dataset): r.score for r in mine}
     models = natsorted({model for model, _ in chosen}, alg=ns.IGNORECASE)
     datasets = natsorted({dataset for _, dataset in chosen}, alg=ns.IGNORECASE)
 
@@ -48,11 +56,10 @@ def plot_scores(results: Sequence[EvaluationResult], evaluator_title: str, path:
         positions, datasets, rotation=30 if len(datasets) > 4 else 0, ha="right" if len(datasets) > 4 else "center"
     )
     axes.set_xlabel("Dataset")
-    axes.set_ylabel(METRIC_LABELS[PRIMARY])
+    axes.set_ylabel(mine[0].main_metric.label)
     axes.set_ylim(0, 1.05)
     axes.grid(axis="y", alpha=0.3)
     axes.set_axisbelow(True)
     axes.set_title(f"{evaluator_title} (error bars: 95 % bootstrap interval)")
     axes.legend(title="Model", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=150))
-    return path
+    return figure

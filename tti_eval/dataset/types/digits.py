@@ -7,6 +7,7 @@ from sklearn.model_selection import train_test_split
 
 from tti_eval.common.base import Split
 from tti_eval.dataset.base import Dataset
+from tti_eval.dataset.images import to_rgb
 from tti_eval.dataset.splits import SPLIT_SEED
 
 # Numerals rather than words: they read naturally in prompts ("a handwritten digit 7") and keep plot legends short.
@@ -44,4 +45,4 @@ class DigitsDataset(Dataset):
     def get_image_and_label(self, index: int) -> tuple[Image.Image, int]:
         image = Image.fromarray(self._pixels[index])  # uint8 [8, 8] -> greyscale
         image = image.resize((self.image_size, self.image_size), Image.Resampling.BICUBIC)
-        return image.convert("RGB"), int(self._labels[index])
+        return to_rgb(image), int(self._labels[index])

@@ -183,7 +183,12 @@ class EncordDataset(ImageFileDataset):
             }
         if fetched:
             _write_json(labels_path, labels)
+        self._label_versions = {row.data_hash: labels[row.data_hash]["version"] for row in rows}
         return list(self._items_of(sorted(row.data_hash for row in rows), labels))
+
+    def source_identity(self) -> dict[str, Any]:
+        # The data units of this split and their label versions: a relabelled or added image changes them.
+        return {"labels": dict(sorted(self._label_versions.items()))}
 
     def _is_cached(self, entry: dict[str, Any] | None, row: Any) -> bool:
         return (

@@ -9,7 +9,8 @@ from PIL import Image
 from tti_eval.common.base import Split
 from tti_eval.common.errors import DefinitionError, TTIEvalError
 from tti_eval.dataset.base import Dataset
-from tti_eval.dataset.splits import CARVABLE_SPLITS, carve_missing_splits
+from tti_eval.dataset.images import decode_image
+from tti_eval.dataset.splits import CARVABLE_SPLITS, select_carved_split
 
 
 def _local_path(title_in_source: str) -> Path | None:
@@ -29,6 +30,8 @@ class HFDataset(Dataset):
     (`tti_eval.dataset.splits`). Rows are read one at a time by index, so no `datasets` transform or fingerprint
     ever sees the model or the DataLoader.
     """
+
+    image_suffixes = None  # a local source may hold images or data files (parquet, arrow): every file counts
 
     def _setup(self, target_feature: str = "label", **load_kwargs: Any) -> None:
         splits = self._load(**load_kwargs)
@@ -56,10 +59,12 @@ class HFDataset(Dataset):
                 f"Column '{target_feature}' of dataset '{self.title}' holds {type(label_feature).__name__} values, "
                 "not one class per image; set 'target_feature' to a single-label column."
             )
-        self._rows = self._select_split(splits).select_columns([self._image_column, target_feature])
+        # Undecoded: `decode_image` reads each row's file or bytes, as for every other dataset type.
+        rows = self._select_split(splits).select_columns([self._image_column, target_feature])
+        self._rows = rows.cast_column(self._image_column, datasets.Image(decode=False))
 
     def _load(self, **load_kwargs: Any) -> datasets.DatasetDict:
-        local = _local_path(self.title_in_source)
+        local = self._local = _local_path(self.title_in_source)
         source = str(local) if local else self.title_in_source
         try:
             loaded = datasets.load_dataset(source, cache_dir=str(self.cache_dir), **load_kwargs)
@@ -76,6 +81,7 @@ class HFDataset(Dataset):
             ) from None
         if not isinstance(loaded, datasets.DatasetDict) or not len(loaded):
             raise DefinitionError(f"Dataset '{self.title}' loaded no splits from '{source}'; check 'title_in_source'.")
+        self._source_fingerprints = {name: split._fingerprint for name, split in loaded.items()}
         return loaded
 
     def _find_image_column(self, features: datasets.Features) -> str:
@@ -101,7 +107,15 @@ class HFDataset(Dataset):
         missing = [split for split in CARVABLE_SPLITS if split.value not in splits]
         if not missing:
             return train
-        return train.select(carve_missing_splits(len(train), missing)[self.split])
+        return train.select(select_carved_split(self, len(train), missing))
+
+    def source_paths(self) -> list[Path]:
+        return [self._local] if self._local else []
+
+    def source_identity(self) -> dict[str, Any]:
+        # `datasets` fingerprints each split it loads from what it was built from (for the hub: the repository's
+        # revision and data files), and caches that on disk, so this costs nothing beyond the load.
+        return {} if self._local else {"fingerprints": self._source_fingerprints}
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -111,4 +125,6 @@ class HFDataset(Dataset):
         label = row[self._target]
         if self._label_index is not None:
             label = self._label_index[label]
-        return row[self._image_column].convert("RGB"), int(label)
+        image = row[self._image_column]  # {"bytes": ..., "path": ...}; either may be missing
+        item = image["path"] or f"#{index} of the {self.split.value} split"
+        return decode_image(image["bytes"] or image["path"], item, self.title, self.min_image_size), int(label)

@@ -4,10 +4,9 @@ from pathlib import Path
 
 from tti_eval.common.base import Split
 from tti_eval.common.errors import DefinitionError
-from tti_eval.dataset.base import ImageFileDataset
-from tti_eval.dataset.splits import CARVABLE_SPLITS, carve_missing_splits
+from tti_eval.dataset.base import IMAGE_SUFFIXES, ImageFileDataset
+from tti_eval.dataset.splits import CARVABLE_SPLITS, select_carved_split
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 # The folder names `datasets`' imagefolder accepts for each split, so both types read the same tree the same way.
 SPLIT_FOLDER_NAMES = {
     Split.TRAIN: ("train", "training"),
@@ -18,12 +17,14 @@ SPLIT_FOLDER_NAMES = {
 
 class ImageFolderDataset(ImageFileDataset):
     """`title_in_source` is the root folder. Class names are the sorted class folder names of all splits together, so
-    a class keeps its index in every split. A missing validation or test folder is carved from train by the same rule
-    as `HFDataset` (15 % per missing split, seed 42); a missing train folder is an error.
+    a class keeps its index in every split. Only a tree without a validation folder is carved, by the same rule as
+    `HFDataset` (15 % of train per missing split, seed 42): a tree with train and validation folders is used as it is,
+    and asking it for a test split it lacks is an error rather than a silent 15 % taken from train. A missing train
+    folder is an error.
     """
 
     def _setup(self) -> None:  # no extra definition fields: the base turns any into a one-sentence error
-        root = Path(self.title_in_source).expanduser()
+        root = self._root = Path(self.title_in_source).expanduser()
         if not root.is_dir():
             raise DefinitionError(f"Dataset folder {root} does not exist; fix 'title_in_source' in the definition.")
         folders = {split: self._split_folder(root, split) for split in SPLIT_FOLDER_NAMES}
@@ -59,10 +60,19 @@ class ImageFolderDataset(ImageFileDataset):
         if self.split is not Split.TRAIN and folders[self.split] is not None:
             return self._list_split(class_folders[self.split])
         train = self._list_split(class_folders[Split.TRAIN])
-        missing = [split for split in CARVABLE_SPLITS if folders[split] is None]
-        if not missing:
+        if folders[Split.VALIDATION] is not None:
+            if self.split is Split.TEST:
+                raise DefinitionError(
+                    f"Dataset folder {self._root} has train and validation folders but no test folder; add "
+                    f"{self._root}/test/<class>/<image> or leave test out of --split."
+                )
             return train
-        return [train[i] for i in carve_missing_splits(len(train), missing)[self.split]]
+        missing = [split for split in CARVABLE_SPLITS if folders[split] is None]
+        return [train[i] for i in select_carved_split(self, len(train), missing)]
+
+    def source_paths(self) -> list[Path]:
+        # The whole tree: a split's images depend on the train folder (carving) and on which split folders exist.
+        return [self._root]
 
 
 def _class_folders(split_folder: Path) -> dict[str, Path]:

@@ -68,6 +68,14 @@ class HFModel(Model):
         self.max_text_length = min(self.tokenizer.model_max_length, text_config.max_position_embeddings)
         self.pad_to_max_length = self.model.config.model_type.startswith("siglip")
 
+    def image_input_size(self) -> int | None:
+        # CLIP resizes the shorter side and crops (crop_size); SigLIP resizes to height x width (size).
+        processor = self.image_processor
+        size = getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", False) else None
+        size = size or getattr(processor, "size", None) or {}
+        sides = [size[key] for key in ("shortest_edge", "height", "width") if size.get(key)]
+        return min(sides) if sides else None
+
     def get_image_preprocessor(self) -> HFImagePreprocessor:
         return HFImagePreprocessor(self.image_processor)
 

@@ -7,14 +7,15 @@ CLI and a notebook present the same results their own way.
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+from pydantic import BaseModel
+
 from tti_eval.common.base import EmbeddingDefinition, Embeddings, Split
 from tti_eval.common.cache import load_embeddings, load_metadata
 from tti_eval.common.errors import TTIEvalError
 from tti_eval.common.vectors import check_vectors
 
+from ._metrics import N_RESAMPLES, SEED, EvaluationResult
 from .base import EvaluationModel
-from .metrics import N_RESAMPLES, SEED, EvaluationResult
-from .neighbours import search_neighbours
 
 # progress(steps done, total steps, what runs next): one step per (pair, evaluator).
 ProgressCallback = Callable[[int, int, str], None]
@@ -38,19 +39,22 @@ def evaluate_embeddings(
     seed: int = SEED,
     on_evaluator: Callable[[int, str], None] | None = None,
 ) -> EvaluationRun:
-    """Run `evaluators` on one pair of splits; `params` maps an evaluator's title to its keyword arguments.
+    """Run `evaluators` on one pair of splits; `params` maps an evaluator's title to its parameters (a parameter it
+    does not have, or a value out of range, raises `InvalidParametersError` before any work).
 
     Evaluators that read nearest neighbours (wKNN, I2IR) share one search of the pair, sized for the largest k
     each direction needs, so the distances between the two sets are computed once.
     """
+    from .neighbours import search_neighbours  # imports faiss
+
+    settings = _settings(evaluators, params)
     pair = f"{model}/{dataset}" if model or dataset else "these embeddings"
     try:  # report bad vectors once for the pair, rather than as one identical complaint per evaluator
         check_vectors(train.images, "train images")
         check_vectors(validation.images, "validation images")
     except TTIEvalError as error:
         return EvaluationRun([], [f"{pair} was not evaluated: {_clause(error)}"])
-    settings = {e.title(): {**e.get_default_params(), **(params or {}).get(e.title(), {})} for e in evaluators}
-    requests = [e.neighbour_request(settings[e.title()]) for e in evaluators]
+    requests = [e.spec.neighbour_request(settings[e.title()]) for e in evaluators]
     k_val_to_train, k_train_to_val = (max((r[i] for r in requests), default=0) for i in (0, 1))
     shared = None
     results: list[EvaluationResult] = []
@@ -59,10 +63,10 @@ def evaluate_embeddings(
         title = evaluator_type.title()
         if on_evaluator is not None:
             on_evaluator(index, title)
-        if evaluator_type.needs_class_embeddings and train.classes is None:
+        if evaluator_type.spec.needs_class_embeddings and train.classes is None:
             problems.append(f"{title} skipped for {pair}: its train embeddings have no class embeddings.")
             continue
-        kwargs = dict(settings[title])
+        kwargs = settings[title].model_dump()
         try:
             if any(request):
                 if shared is None:
@@ -73,7 +77,9 @@ def evaluate_embeddings(
         except TTIEvalError as error:
             problems.append(f"{title} failed on {pair}: {_clause(error)}")
             continue
-        results.append(EvaluationResult(model, dataset, title, metrics, " ".join(evaluator.notes)))
+        note = " ".join(evaluator.notes)
+        main = evaluator_type.spec.main_metric
+        results.append(EvaluationResult(model, dataset, title, main, metrics, note, **evaluator.outcomes()))
     return EvaluationRun(results, problems)
 
 
@@ -92,6 +98,7 @@ def run_evaluation(
     from both splits still count; caches of the original tool fall back to the labels. A pair that cannot be
     loaded is reported in `problems` and the others still run.
     """
+    _settings(evaluators, params)  # a bad parameter fails before any pair is loaded
     results: list[EvaluationResult] = []
     problems: list[str] = []
     total = len(definitions) * len(evaluators)
@@ -120,6 +127,14 @@ def run_evaluation(
     if progress is not None:
         progress(total, total, "done")
     return EvaluationRun(results, problems)
+
+
+def _settings(
+    evaluators: Sequence[type[EvaluationModel]], params: dict[str, dict[str, Any]] | None
+) -> dict[str, BaseModel]:
+    """Each evaluator's validated parameters by title: its declared defaults, overridden by `params`."""
+    given = {title.lower(): values for title, values in (params or {}).items()}
+    return {e.title(): e.spec.parse_params(given.get(e.title().lower())) for e in evaluators}
 
 
 def _clause(error: Exception) -> str:

@@ -1,0 +1,318 @@
+"""Reading images: unusual modes become the right 8-bit RGB, broken files are named (or skipped on request), and
+ordinary images embed exactly as before."""
+
+import io
+import shutil
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from tti_eval.cli.main import app
+from tti_eval.common import EmbeddingDefinition, Split
+from tti_eval.common.cache import embedding_path, load_embeddings, load_metadata
+from tti_eval.compute import compute_embeddings
+from tti_eval.dataset import DatasetProvider
+from tti_eval.dataset.images import BadImageError, decode_image, to_rgb
+from tti_eval.dataset.types.hugging_face import HFDataset
+from tti_eval.dataset.types.image_folder import ImageFolderDataset
+from tti_eval.model import ModelProvider
+
+runner = CliRunner()
+
+
+def _pixels(image: Image.Image) -> np.ndarray:
+    assert image.mode == "RGB"
+    return np.asarray(image).reshape(-1, 3)
+
+
+def _grey(*levels: int) -> np.ndarray:
+    return np.repeat(np.array(levels, dtype=np.uint8)[:, None], 3, axis=1)
+
+
+def _reopened(image: Image.Image, tmp_path: Path, suffix: str) -> Image.Image:
+    """`image` saved to a real file and decoded the way datasets decode files."""
+    path = tmp_path / f"image{suffix}"
+    image.save(path)
+    return decode_image(path, str(path), "modes")
+
+
+# -- modes: each against levels computed by hand ---------------------------------------------------------------------
+
+
+def test_sixteen_bit_greys_are_scaled_not_clipped(tmp_path):
+    # 257 is one 8-bit step in 16 bits: v / 257 exactly, 32896 = 128 * 257, 1000 / 257 = 3.9 -> 4.
+    image = Image.fromarray(np.array([[0, 257, 32896, 65535, 1000]], dtype=np.uint16))
+    assert image.mode == "I;16"
+    expected = _grey(0, 1, 128, 255, 4)
+    np.testing.assert_array_equal(_pixels(to_rgb(image)), expected)
+    np.testing.assert_array_equal(_pixels(_reopened(image, tmp_path, ".png")), expected)  # a 16-bit PNG
+    big_endian = Image.frombytes("I;16B", (5, 1), np.array([0, 257, 32896, 65535, 1000], dtype=">u2").tobytes())
+    np.testing.assert_array_equal(_pixels(to_rgb(big_endian)), expected)
+
+
+def test_thirty_two_bit_integers_read_as_sixteen_bit_or_stretched():
+    within = Image.fromarray(np.array([[0, 1000, 65535]], dtype=np.int32))
+    assert within.mode == "I"
+    np.testing.assert_array_equal(_pixels(to_rgb(within)), _grey(0, 4, 255))
+    # Outside 0..65535 the image's own range is stretched: (v + 100) * 255 / 510.
+    beyond = Image.fromarray(np.array([[-100, 0, 410]], dtype=np.int32))
+    np.testing.assert_array_equal(_pixels(to_rgb(beyond)), _grey(0, 50, 255))
+
+
+def test_floats_read_as_intensities_or_stretched():
+    unit = Image.fromarray(np.array([[0.0, 0.25, 1.0, np.nan]], dtype=np.float32))
+    assert unit.mode == "F"
+    np.testing.assert_array_equal(_pixels(to_rgb(unit)), _grey(0, 64, 255, 0))  # 0.25 * 255 = 63.75
+    wide = Image.fromarray(np.array([[-1.0, 0.0, 3.0]], dtype=np.float32))
+    np.testing.assert_array_equal(_pixels(to_rgb(wide)), _grey(0, 64, 255))  # (v + 1) * 255 / 4
+
+
+def _over_white(colour: tuple[int, ...], alpha: int) -> list[int]:
+    return [round(c * alpha / 255 + 255 * (1 - alpha / 255)) for c in colour]
+
+
+@pytest.mark.parametrize(
+    ("mode", "value", "colour", "alpha"),
+    [
+        ("RGBA", (200, 0, 100, 64), (200, 0, 100), 64),
+        ("RGBA", (200, 0, 100, 255), (200, 0, 100), 255),
+        ("RGBA", (200, 0, 100, 0), (200, 0, 100), 0),
+        ("LA", (100, 128), (100, 100, 100), 128),
+    ],
+)
+def test_transparency_is_composited_on_white(tmp_path, mode, value, colour, alpha):
+    image = Image.new(mode, (2, 1), value)
+    expected = np.array([_over_white(colour, alpha)] * 2)
+    np.testing.assert_allclose(_pixels(to_rgb(image)), expected, atol=1)
+    np.testing.assert_allclose(_pixels(_reopened(image, tmp_path, ".png")), expected, atol=1)
+
+
+def test_palette_and_grey_transparency_become_white(tmp_path):
+    palette = Image.new("P", (2, 1))
+    palette.putpalette([255, 0, 0, 0, 0, 255])  # 0: red, 1: blue
+    palette.putpixel((1, 0), 1)
+    palette.info["transparency"] = 1  # blue is the transparent colour
+    expected = np.array([[255, 0, 0], [255, 255, 255]])
+    np.testing.assert_array_equal(_pixels(to_rgb(palette)), expected)
+    np.testing.assert_array_equal(_pixels(_reopened(palette, tmp_path, ".png")), expected)
+    np.testing.assert_array_equal(_pixels(_reopened(palette, tmp_path, ".gif")), expected)
+
+    grey = Image.fromarray(np.array([[7, 90]], dtype=np.uint8))
+    grey.info["transparency"] = 7  # a grey PNG's tRNS colour
+    np.testing.assert_array_equal(_pixels(_reopened(grey, tmp_path, ".png")), _grey(255, 90))
+
+
+def test_cmyk_bilevel_and_plain_modes(tmp_path):
+    # CMYK to RGB: 255 * (1 - C/255) * (1 - K/255); (100, 50, 0, 60) -> (119, 157, 195).
+    cmyk = Image.new("CMYK", (1, 1), (100, 50, 0, 60))
+    expected = [[round(255 * (1 - c / 255) * (1 - 60 / 255)) for c in (100, 50, 0)]]
+    np.testing.assert_array_equal(_pixels(_reopened(cmyk, tmp_path, ".tif")), expected)
+    bilevel = Image.fromarray(np.array([[False, True]]))
+    np.testing.assert_array_equal(_pixels(to_rgb(bilevel)), _grey(0, 255))
+    np.testing.assert_array_equal(_pixels(to_rgb(Image.new("L", (1, 1), 77))), _grey(77))
+    rgb = Image.new("RGB", (1, 1), (1, 2, 3))
+    assert to_rgb(rgb) is rgb
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    image = Image.new("RGB", (4, 2), (0, 0, 0))
+    image.putpixel((0, 0), (255, 255, 255))
+    exif = Image.Exif()
+    exif[Image.ExifTags.Base.Orientation] = 6  # stored rotated: display turns it 90° clockwise
+    path = tmp_path / "rotated.png"
+    image.save(path, exif=exif)
+    upright = decode_image(path, str(path), "modes")
+    assert upright.size == (2, 4) and upright.getpixel((1, 0)) == (255, 255, 255)
+
+
+# -- broken files ----------------------------------------------------------------------------------------------------
+
+
+def _png_bytes(size: tuple[int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (10, 20, 30)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _jpeg_bytes(size: tuple[int, int]) -> bytes:
+    buffer = io.BytesIO()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (*size[::-1], 3), dtype=np.uint8)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def _decompression_bomb() -> bytes:
+    """A valid 1×1 PNG whose header claims 20000×20000 pixels (with a correct CRC), as a bomb would."""
+    data = bytearray(_png_bytes((1, 1)))
+    assert data[12:16] == b"IHDR"
+    data[16:24] = struct.pack(">II", 20000, 20000)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+BAD_FILES = {
+    "truncated.png": lambda: _png_bytes((64, 64))[:60],
+    "truncated.jpg": lambda: _jpeg_bytes((64, 64))[:400],
+    "text.jpg": lambda: b"this is not an image\n",
+    "bomb.png": _decompression_bomb,
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_a_broken_file_is_named_with_its_dataset(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(BAD_FILES[name]())
+    with pytest.raises(BadImageError) as caught:
+        decode_image(path, str(path), "holiday-photos")
+    message = str(caught.value)
+    assert str(path) in message and "'holiday-photos'" in message and "--skip-bad-images" in message
+    assert caught.value.item == str(path)
+
+
+@pytest.fixture
+def tree_with_bad_files(digits_tree, tmp_path) -> tuple[Path, list[Path]]:
+    """The digits tree's validation split and a copy of its train split in which four files are broken."""
+    root = tmp_path / "tree"
+    shutil.copytree(digits_tree.root / "train", root / "train")
+    shutil.copytree(digits_tree.root / "validation", root / "validation")
+    class_folders = sorted((root / "validation").iterdir())
+    bad = []
+    for folder, (name, content) in zip(class_folders, sorted(BAD_FILES.items()), strict=False):
+        bad.append(folder / name)
+        bad[-1].write_bytes(content())
+    return root, sorted(bad)
+
+
+@pytest.mark.parametrize("dataset_type", [ImageFolderDataset, HFDataset])
+def test_build_stops_at_a_bad_file_or_skips_them_on_request(tiny_models, cache_path, tree_with_bad_files, dataset_type):
+    root, bad = tree_with_bad_files
+    title = f"broken-{dataset_type.__name__.lower()}"
+    DatasetProvider.register_dataset(dataset_type, title, title_in_source=str(root))
+    pair = EmbeddingDefinition(model="tiny-openclip", dataset=title)
+
+    result = runner.invoke(app, ["build", "-md", str(pair), "--split", "validation", "--num-workers", "0"])
+    output = " ".join(result.output.split())  # undo rich's line wrapping
+    assert result.exit_code == 1
+    # The first broken file in dataset order is named, with the dataset and what to do.
+    assert f"Image {bad[0]} of dataset '{title}' cannot be read" in output and "--skip-bad-images" in output
+    assert "Traceback" not in output
+    assert not embedding_path(pair, Split.VALIDATION).exists()
+
+    args = ["build", "-md", str(pair), "--split", "validation", "--skip-bad-images", "--num-workers", "1"]
+    result = runner.invoke(app, args)
+    output = " ".join(result.output.split())
+    assert result.exit_code == 0, result.output
+    assert f"Skipped {len(bad)} unreadable images" in output
+    assert all(str(path) in output for path in bad)
+    metadata = load_metadata(pair, Split.VALIDATION)
+    assert sorted(entry["image"] for entry in metadata["skipped_images"]) == [str(path) for path in bad]
+    assert all(entry["reason"] for entry in metadata["skipped_images"])
+
+    # The kept images embed exactly as a dataset without the broken files would.
+    embeddings = load_embeddings(pair, Split.VALIDATION)
+    for path in bad:
+        path.unlink()
+    clean = DatasetProvider.get_dataset(title, Split.VALIDATION)  # lists the folder again
+    reference = compute_embeddings(ModelProvider.get_model("tiny-openclip"), clean, num_workers=0)
+    assert metadata["num_images"] == len(clean) == len(embeddings.labels)
+    np.testing.assert_array_equal(embeddings.labels, reference.labels)
+    np.testing.assert_allclose(embeddings.images, reference.images, atol=1e-6)
+
+
+def test_a_split_with_no_readable_image_is_refused(tiny_models, cache_path, tmp_path):
+    for split in ("train", "validation"):
+        (tmp_path / split / "cat").mkdir(parents=True)
+        (tmp_path / split / "cat" / "a.jpg").write_bytes(b"not an image")
+    DatasetProvider.register_dataset(ImageFolderDataset, "all-broken", title_in_source=str(tmp_path))
+    pair = EmbeddingDefinition(model="tiny-openclip", dataset="all-broken")
+    args = ["build", "-md", str(pair), "--split", "validation", "--skip-bad-images", "--num-workers", "0"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert "No image of the validation split of dataset 'all-broken' could be read" in " ".join(result.output.split())
+    assert not embedding_path(pair, Split.VALIDATION).exists()
+
+
+# -- ordinary images embed as before ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dataset_type", ["ImageFolderDataset", "HFDataset"])
+@pytest.mark.parametrize("model_title", ["tiny-openclip", "tiny-hf-clip"])
+def test_digits_embed_as_pillow_and_the_models_own_transform_do(tiny_models, digits_tree, dataset_type, model_title):
+    """The reference is what the engine did before images.py existed: Pillow's convert("RGB") on each file, then the
+    model's own per-image transform (OpenCLIP) or image processor (transformers), one image at a time."""
+    model = ModelProvider.get_model(model_title)
+    dataset = DatasetProvider.get_dataset(digits_tree.titles[dataset_type], Split.VALIDATION)
+    embeddings = compute_embeddings(model, dataset, batch_size=16, num_workers=0)
+    files = sorted(digits_tree.root.glob("validation/*/*.png"))
+    assert len(files) == len(embeddings.labels)
+    for i, path in enumerate(files):
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")
+        if model_title == "tiny-openclip":
+            pixels = model.transform(rgb)[None]
+        else:
+            pixels = torch.as_tensor(np.asarray(model.image_processor(images=[rgb])["pixel_values"]))
+        np.testing.assert_allclose(embeddings.images[i], model.embed_images(pixels)[0], atol=1e-6)
+
+
+# -- decoding for speed ----------------------------------------------------------------------------------------------
+
+
+def test_openclip_batches_tensor_conversion_with_the_same_values(tiny_models):
+    model = ModelProvider.get_model("tiny-openclip")
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in [(40, 60), (90, 33)]]
+    batched = model.get_image_preprocessor()(images)
+    np.testing.assert_array_equal(batched.numpy(), torch.stack([model.transform(image) for image in images]).numpy())
+
+
+@pytest.mark.parametrize("model_title", ["tiny-openclip", "tiny-hf-clip", "tiny-siglip"])
+def test_models_know_their_input_size(tiny_models, model_title):
+    assert ModelProvider.get_model(model_title).image_input_size() == 32  # TINY_IMAGE_SIZE of every tiny model
+
+
+def test_draft_decoding_keeps_the_smallest_scale_that_covers_the_minimum(tmp_path):
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(_jpeg_bytes((1600, 1200)))
+    assert decode_image(path, "photo", "d").size == (1600, 1200)
+    # 1/2 gives 800×600; 1/4 (400×300) would fall below 448.
+    assert decode_image(path, "photo", "d", min_size=448).size == (800, 600)
+    assert decode_image(path, "photo", "d", min_size=300).size == (400, 300)
+    png = tmp_path / "photo.png"
+    Image.open(path).save(png)
+    assert decode_image(png, "photo", "d", min_size=300).size == (1600, 1200)  # only JPEG has a draft mode
+
+
+def test_build_with_draft_decoding_opts_in_and_says_so(tiny_models, cache_path, tmp_path):
+    for split, count in (("train", 2), ("validation", 3)):
+        for label in ("a", "b"):
+            (tmp_path / split / label).mkdir(parents=True)
+            for i in range(count):
+                (tmp_path / split / label / f"{i}.jpg").write_bytes(_jpeg_bytes((512 + 8 * i, 384)))
+    DatasetProvider.register_dataset(ImageFolderDataset, "jpegs", title_in_source=str(tmp_path))
+    pair = EmbeddingDefinition(model="tiny-openclip", dataset="jpegs")
+    model = ModelProvider.get_model("tiny-openclip")
+
+    for draft in (False, True):
+        args = ["build", "-md", str(pair), "--split", "validation", "--overwrite", "--num-workers", "1"]
+        result = runner.invoke(app, args + (["--draft-decode"] if draft else []))
+        assert result.exit_code == 0, result.output
+        assert load_metadata(pair, Split.VALIDATION)["draft_decode"] is draft
+        embeddings = load_embeddings(pair, Split.VALIDATION)
+        # Reference: each file decoded on its own, at 1/4 scale with the draft (twice the 32-pixel input is 64, and
+        # 1/8 of 384 would be 48), then the model's own transform.
+        for i, path in enumerate(sorted(tmp_path.glob("validation/*/*.jpg"))):
+            image = decode_image(path, str(path), "jpegs", min_size=64 if draft else None)
+            assert image.size == ((512 + 8 * (i % 3)) // 4, 96) if draft else image.size[1] == 384
+            reference = model.embed_images(model.transform(image)[None])[0]
+            np.testing.assert_allclose(embeddings.images[i], reference, atol=1e-6)
+        if not draft:
+            full = embeddings.images
+    assert not np.allclose(full, embeddings.images, atol=1e-3)  # the option does change pixels
+    assert DatasetProvider.get_dataset("jpegs", Split.VALIDATION).min_image_size is None
