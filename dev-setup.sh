@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
 # One command from a fresh clone to a working `tti-eval`: a .venv holding the locked environment (installed with
-# hashes from requirements.lock) and tti-eval itself in editable mode, plus the git pre-commit hooks.
+# hashes from requirements.lock, the pip form of poetry.lock) and tti-eval itself in editable mode, plus the git
+# pre-commit hooks. pip rather than `poetry install`: it needs no tool beyond Python itself, and it reads the
+# wheels that pip already holds (its cache, and the wheels these machines keep on disk) where poetry downloads every
+# file again into a cache of its own.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 PYTHON="${PYTHON:-python3}"
+if ! "$PYTHON" -c 'import platform, sys; sys.exit(sys.version_info[:2] != (3, 11) or platform.machine() != "x86_64" or sys.platform != "linux")'; then
+  echo "requirements.lock is for CPython 3.11 on Linux x86_64; here, install from poetry.lock with 'poetry install --all-extras'." >&2
+  exit 1
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi

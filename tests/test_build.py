@@ -1,10 +1,12 @@
 """`tti-eval build` and the engine behind it, end to end on tiny local models and the on-disk digits tree."""
 
+import itertools
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ from typer.testing import CliRunner
 from tti_eval.cli.main import app
 from tti_eval.common import EmbeddingDefinition, Split
 from tti_eval.common.cache import embedding_path, load_embeddings, load_metadata
-from tti_eval.compute import compute_embeddings, embed_class_prompts
+from tti_eval.compute import BuildProgress, PairBuild, build_pairs, compute_embeddings, embed_class_prompts
 from tti_eval.dataset import DatasetProvider
 from tti_eval.model import ModelProvider
 
@@ -260,3 +262,126 @@ def test_a_model_that_fails_to_load_is_tried_once_for_all_its_pairs(sources, cac
         (test_sources_dir / "models" / "broken-twice.json").unlink()
     assert result.exit_code == 1 and calls == ["broken-twice"]
     assert result.output.count("✗") == 2
+
+
+# -- the library pipeline behind `build` -------------------------------------------------------------------------------
+
+
+def test_build_pairs_reports_progress_and_results_without_a_terminal(sources, cache_path, monkeypatch):
+    loads = []
+    real = ModelProvider.get_model
+    monkeypatch.setattr(ModelProvider, "get_model", lambda title, **kw: loads.append(title) or real(title, **kw))
+    pairs = [PAIR, EmbeddingDefinition(model=PAIR.model, dataset="digits-tree-hf")]
+    steps, outcomes = [], []
+    run = build_pairs(pairs, [Split.VALIDATION], num_workers=0, batch_size=4, progress=steps.append,
+                      on_pair=outcomes.append)  # fmt: skip
+    assert run.problems == [] and run.failed == 0 and loads == [PAIR.model]  # one load for both pairs
+    assert run.results == outcomes == [PairBuild(p, {Split.VALIDATION: True}) for p in pairs]
+    assert steps[0] == BuildProgress(PAIR, None, 0, 0)  # the model loading
+    for pair in pairs:
+        n = len(DatasetProvider.get_dataset(pair.dataset, Split.VALIDATION))
+        mine = [(s.done, s.total) for s in steps if s.pair == pair and s.split is Split.VALIDATION]
+        assert mine[0] == (0, n) and mine[-1] == (n, n) and all(a[0] < b[0] for a, b in itertools.pairwise(mine))
+        assert load_embeddings(pair, Split.VALIDATION).images.shape[0] == n
+    again = build_pairs(pairs, [Split.VALIDATION], num_workers=0)
+    assert again.results == [PairBuild(p, {Split.VALIDATION: False}) for p in pairs] and loads == [PAIR.model]
+
+
+def test_a_dataset_that_cannot_load_fails_before_the_model_loads(sources, cache_path, monkeypatch):
+    from tti_eval.common import TTIEvalError
+
+    loads = []
+    monkeypatch.setattr(ModelProvider, "get_model", lambda title, **kw: loads.append(title))
+
+    def broken(title, split=None, **kw):
+        raise TTIEvalError(f"Dataset '{title}' cannot be read; fix it.")
+
+    monkeypatch.setattr(DatasetProvider, "get_dataset", broken)
+    run = build_pairs([PAIR], num_workers=0)
+    assert run.problems == [f"{PAIR}: Dataset 'digits-tree' cannot be read; fix it."] and loads == []
+
+
+def test_an_unexpected_error_keeps_its_traceback(sources, cache_path, monkeypatch, caplog):
+    from tti_eval import compute
+
+    def bug(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(compute, "embed_class_prompts", bug)
+    run = build_pairs([PAIR], [Split.VALIDATION], num_workers=0)
+    assert run.problems == [f"{PAIR}: ZeroDivisionError: a bug (an unexpected error; its traceback is logged above)."]
+    logged = [r for r in caplog.records if r.exc_info]
+    assert len(logged) == 1 and logged[0].exc_info[0] is ZeroDivisionError
+    with pytest.raises(ZeroDivisionError):
+        build_pairs([PAIR], [Split.VALIDATION], num_workers=0, reraise=True)
+    result = runner.invoke(app, ["--debug", "build", "-md", str(PAIR), "--split", "validation", "--num-workers", "0"])
+    assert isinstance(result.exception, ZeroDivisionError)
+    result = runner.invoke(app, ["build", "-md", str(PAIR), "--split", "validation", "--num-workers", "0"])
+    assert result.exit_code == 1 and "ZeroDivisionError: a bug" in result.output
+
+
+class _Fault(Exception):
+    """The failure injected at one phase of a build."""
+
+
+def _phases(monkeypatch):
+    """Each phase of a build, with a patch that makes it fail deterministically (no timing, no signals)."""
+    from tti_eval import compute
+    from tti_eval.common import atomic
+
+    def fail(*args, **kwargs):
+        raise _Fault()
+
+    def after(calls: int, real):
+        seen = []
+
+        def patched(*args, **kwargs):
+            seen.append(1)
+            if len(seen) > calls:
+                raise _Fault()
+            return real(*args, **kwargs)
+
+        return patched
+
+    def into_second(real):
+        # the second split's final file, whatever else (its shards) is written before it
+        def patched(source, target):
+            if Path(target) == embedding_path(PAIR, Split.VALIDATION):
+                raise _Fault()
+            return real(source, target)
+
+        return patched
+
+    return {
+        "opening the dataset": lambda: monkeypatch.setattr(DatasetProvider, "get_dataset", fail),
+        "loading the model": lambda: monkeypatch.setattr(ModelProvider, "get_model", fail),
+        "embedding prompts": lambda: monkeypatch.setattr(compute, "embed_class_prompts", fail),
+        "embedding images, after one batch": lambda: monkeypatch.setattr(
+            compute.Model, "embed_images", after(1, compute.Model.embed_images)
+        ),
+        "writing the first file": lambda: monkeypatch.setattr(atomic.os, "fsync", fail),
+        "renaming the first file": lambda: monkeypatch.setattr(atomic.os, "replace", fail),
+        "writing the second file": lambda: monkeypatch.setattr(atomic.os, "replace", into_second(atomic.os.replace)),
+    }
+
+
+@pytest.mark.parametrize("phase", list(_phases(pytest.MonkeyPatch())))
+def test_a_build_failing_at_any_phase_leaves_only_complete_files(sources, cache_path, monkeypatch, phase):
+    folder = embedding_path(PAIR, Split.TRAIN).parent
+    with monkeypatch.context() as patch:
+        _phases(patch)[phase]()
+        with pytest.raises(_Fault):
+            build_pairs([PAIR], num_workers=0, batch_size=8, reraise=True)
+    # A split's finished shards are kept on purpose (the rerun resumes from them); they too must be complete.
+    shard_folders = [p for p in folder.iterdir() if p.name.endswith(".shards")] if folder.is_dir() else []
+    for shards in shard_folders:
+        assert all(p.name == "key.json" or p.name.startswith("shard-") for p in shards.iterdir())
+        for shard in shards.glob("shard-*.npz"):
+            np.load(shard, allow_pickle=False)["images"]
+    files = sorted(p.name for p in folder.iterdir() if p not in shard_folders) if folder.is_dir() else []
+    expected = [embedding_path(PAIR, Split.TRAIN).name] if phase == "writing the second file" else []
+    assert files == expected  # no temporary file, nothing half-written
+    for name in files:
+        load_embeddings(PAIR, Split(name.removesuffix(".npz").rsplit("_", 1)[1]))
+    assert build_pairs([PAIR], num_workers=0).failed == 0  # a rerun completes
+    assert all(load_embeddings(PAIR, s).images.shape[0] for s in (Split.TRAIN, Split.VALIDATION))

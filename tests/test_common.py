@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 from pydantic import ValidationError
@@ -77,13 +79,13 @@ def test_parse():
 def test_settings_from_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("TTI_EVAL_CACHE_PATH", str(tmp_path / "c"))
     monkeypatch.setenv("TTI_EVAL_OUTPUT_PATH", str(tmp_path / "o"))
-    monkeypatch.setenv("TTI_EVAL_SOURCES_PATH", str(tmp_path / "s"))
+    monkeypatch.setenv("TTI_EVAL_SOURCES_PATH", f"{tmp_path / 's'}{os.pathsep}{os.pathsep}{tmp_path / 't'}")
     monkeypatch.setenv("ENCORD_SSH_KEY_PATH", str(tmp_path / "key"))
     s = get_settings()
-    assert (s.cache_path, s.output_path, s.sources_path, s.encord_ssh_key_path) == (
+    assert (s.cache_path, s.output_path, s.sources_paths, s.encord_ssh_key_path) == (
         tmp_path / "c",
         tmp_path / "o",
-        tmp_path / "s",
+        [tmp_path / "s", tmp_path / "t"],  # in order; the empty entry between two separators is dropped
         tmp_path / "key",
     )
     assert s.embeddings_path == tmp_path / "c" / "embeddings"

@@ -4,6 +4,7 @@ digits tree, the split-carving rule, the built-in definitions in `sources/datase
 import hashlib
 import json
 import pickle
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -20,7 +21,7 @@ from tti_eval.common.errors import DefinitionError, TTIEvalError
 from tti_eval.common.settings import builtin_sources_path
 from tti_eval.dataset import DatasetDefinitionSpec, DatasetProvider
 from tti_eval.dataset.base import Dataset
-from tti_eval.dataset.provider import BUILTIN_DATASET_TYPES
+from tti_eval.dataset.spec import BUILTIN_DATASET_TYPES
 from tti_eval.dataset.splits import carve_missing_splits
 from tti_eval.dataset.types.hugging_face import HFDataset
 from tti_eval.dataset.types.image_folder import ImageFolderDataset
@@ -272,7 +273,7 @@ def test_image_folder_without_a_train_folder_or_with_unknown_fields(tmp_path: Pa
 
 @pytest.mark.parametrize("type_name", sorted(BUILTIN_DATASET_TYPES))
 def test_builtin_type_imports_and_subclasses_dataset(type_name: str) -> None:
-    module, _, name = BUILTIN_DATASET_TYPES[type_name].partition(":")
+    module, _, name = BUILTIN_DATASET_TYPES[type_name].implementation.partition(":")
     cls = getattr(__import__(module, fromlist=[name]), name)
     assert issubclass(cls, Dataset) and cls.__name__ == type_name
 
@@ -282,3 +283,73 @@ def test_builtin_definition_is_valid_and_maps_to_a_builtin_type(file: Path) -> N
     spec = DatasetDefinitionSpec.model_validate(json.loads(file.read_text(encoding="utf-8")))
     assert spec.module_path is None and spec.dataset_type in BUILTIN_DATASET_TYPES
     assert issubclass(DatasetProvider.registry.get_class(spec.title), Dataset)
+
+
+def test_a_folder_with_a_loading_script_is_refused_with_how_to_convert(digits_tree: DigitsTree, tmp_path: Path) -> None:
+    folder = tmp_path / "scripted"
+    shutil.copytree(digits_tree.root, folder)
+    (folder / "scripted.py").write_text("import datasets\n")
+    with pytest.raises(
+        DefinitionError, match=r"loading script \(scripted\.py\), and scripts are not supported.*parquet"
+    ):
+        HFDataset("scripted", split=Split.TRAIN, title_in_source=str(folder), cache_dir=tmp_path / "c")
+
+
+# -- every built-in type is tested: order and split against independent references -------------------------------------
+
+# Where each built-in dataset type's behaviour is tested. A type added to the registry without an entry here, or whose
+# module does not exercise it, fails `test_every_builtin_dataset_type_has_behaviour_tests`.
+BEHAVIOUR_TESTS = {
+    "HFDataset": "test_dataset_types.py",
+    "ImageFolderDataset": "test_dataset_types.py",
+    "EncordDataset": "test_encord_dataset.py",
+    "DigitsDataset": "test_dataset_types.py",
+}
+
+
+def test_every_builtin_dataset_type_has_behaviour_tests() -> None:
+    assert set(BEHAVIOUR_TESTS) == set(BUILTIN_DATASET_TYPES)
+    for type_name, module in BEHAVIOUR_TESTS.items():
+        assert f"{type_name}(" in (Path(__file__).parent / module).read_text(encoding="utf-8"), type_name
+
+
+def ordered_tree_items(folder: Path) -> list[tuple[str, str]]:
+    """The documented order, computed with PIL alone: class folders sorted, then file names sorted in each."""
+    return [
+        (pixel_key(Image.open(file)), class_folder.name)
+        for class_folder in sorted(p for p in folder.iterdir() if p.is_dir())
+        for file in sorted(class_folder.glob("*.png"))
+    ]
+
+
+def test_items_come_in_the_documented_order_from_the_named_split(
+    digits_splits: dict[Split, Dataset], digits_tree: DigitsTree
+) -> None:
+    """Not sorted before comparing: a type that shuffled its items, or served another split's, fails here."""
+    for split in (Split.VALIDATION, Split.TEST):
+        dataset = digits_splits[split]
+        got = [(pixel_key(image), dataset.class_names[label]) for image, label in map(dataset.get_image_and_label,
+                                                                                      range(len(dataset)))]  # fmt: skip
+        assert got == ordered_tree_items(digits_tree.root / split.value), split
+
+
+def test_digits_items_are_the_split_rows_of_load_digits_in_order() -> None:
+    """Reference: scikit-learn's own stratified split (70 / 15 / 15, seed 42) and the images drawn as ink on paper."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    from tti_eval.dataset.types.digits import DigitsDataset
+
+    digits = load_digits()
+    rows = np.arange(len(digits.target))
+    train, held_out = train_test_split(rows, test_size=0.3, stratify=digits.target, random_state=42)
+    validation, test = train_test_split(held_out, test_size=0.5, stratify=digits.target[held_out], random_state=42)
+    for split, expected in ((Split.TRAIN, train), (Split.VALIDATION, validation), (Split.TEST, test)):
+        dataset = DigitsDataset("digits", split=split, image_size=8)
+        expected = np.sort(expected)
+        assert [dataset.get_image_and_label(i)[1] for i in range(len(dataset))] == digits.target[expected].tolist()
+        for position in (0, len(expected) // 2, len(expected) - 1):
+            ink = digits.images[expected[position]]
+            paper = (255 - np.rint(ink * 255 / 16)).astype(np.uint8)  # ink 0..16 → 255..0
+            image = np.asarray(dataset.get_image_and_label(position)[0])
+            np.testing.assert_array_equal(image, np.repeat(paper[:, :, None], 3, axis=2))

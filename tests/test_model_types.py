@@ -18,7 +18,7 @@ from tests.fixtures.models import TINY_CONTEXT_LENGTH, TINY_OPENCLIP_ARCHITECTUR
 from tti_eval.common.errors import TTIEvalError
 from tti_eval.common.settings import builtin_sources_path
 from tti_eval.model import Model, ModelProvider
-from tti_eval.model.provider import BUILTIN_MODEL_TYPES
+from tti_eval.model.spec import BUILTIN_MODEL_TYPES
 from tti_eval.model.types.hugging_face import HFModel
 from tti_eval.model.types.open_clip_model import LocalCLIPModel, OpenCLIPModel
 
@@ -222,8 +222,8 @@ def test_user_errors_are_one_sentence(tiny_models: dict[str, TinyModel], tmp_pat
             valid["checkpoint_path"] = local["checkpoint_path"]
         fields = valid | fields
     title = f"broken-{case}"
-    ModelProvider.register_model(model_class, title, **{k: v.format(tmp=tmp_path) for k, v in fields.items()})
-    with pytest.raises(TTIEvalError) as error:
+    with pytest.raises(TTIEvalError) as error:  # refused when registered (a field its type rejects) or when loaded
+        ModelProvider.register_model(model_class, title, **{k: v.format(tmp=tmp_path) for k, v in fields.items()})
         ModelProvider.get_model(title)
     message = str(error.value)
     assert expected.format(tmp=tmp_path) in message

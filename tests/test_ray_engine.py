@@ -14,6 +14,7 @@ from tti_eval.common import EmbeddingDefinition, Split, TTIEvalError
 from tti_eval.common.cache import embedding_path, load_embeddings, load_metadata
 from tti_eval.compute import build_embeddings, compute_embeddings, shard_store
 from tti_eval.dataset import DatasetProvider
+from tti_eval.dataset.images import BadImageError
 from tti_eval.dataset.types.image_folder import ImageFolderDataset
 from tti_eval.model import ModelProvider
 from tti_eval.model.types.open_clip_model import OpenCLIPModel
@@ -145,3 +146,40 @@ def test_a_cluster_that_cannot_be_joined_gets_one_sentence():
     assert "at head:6379 needs its token" in refused and "~/.ray/auth_token" in refused
     unreachable = _connection_problem("head:6379", ConnectionError("could not connect to GCS"))
     assert unreachable.startswith("Cannot join the Ray cluster at head:6379") and "ray start --head" in unreachable
+
+
+def test_an_unreadable_image_reaches_the_driver_as_our_sentence_or_is_skipped(tiny_models, digits_tree, tmp_path):
+    """Raised in a Ray task, BadImageError would reach the user wrapped in Ray's traceback; the engine's read task
+    passes the image on as data and the driver raises (or skips) it. The engine's task and actor functions run here
+    in this process, in the order Ray runs them, with batches arriving out of order as Ray Data delivers them."""
+    from tti_eval.ray_engine import _Embedder, _Gathered, _read_and_preprocess
+
+    copy = tmp_path / "digits"
+    shutil.copytree(digits_tree.root, copy)
+    unreadable = sorted((copy / "validation").rglob("*.png"))[3]
+    unreadable.write_bytes(b"not a png")
+    DatasetProvider.register_dataset(ImageFolderDataset, "broken-digits", title_in_source=str(copy))
+    dataset = DatasetProvider.get_dataset("broken-digits", Split.VALIDATION)
+    model = ModelProvider.get_model(PAIR.model)
+    embedder = _Embedder(lambda: model, threads=None)
+
+    def gather(on_skip) -> ShardStore:
+        store = ShardStore(tmp_path / f"skip-{on_skip is not None}.npz", "k", len(dataset), SHARD)
+        gathered = _Gathered(store, dataset, on_skip)
+        for start in reversed(range(0, len(dataset), 8)):
+            indices = {"index": np.arange(start, min(start + 8, len(dataset)))}
+            gathered.add(embedder(_read_and_preprocess(indices, dataset, model.get_image_preprocessor())))
+        return store
+
+    with pytest.raises(BadImageError) as raised:
+        gather(None)
+    assert unreadable.name in str(raised.value) and "of dataset 'broken-digits' cannot be read" in str(raised.value)
+    everything = _read_and_preprocess({"index": np.arange(len(dataset))}, dataset, model.get_image_preprocessor())
+    assert [name for name in everything["bad"] if name] == [raised.value.item]  # the read task itself did not raise
+
+    skipped, expected = [], []
+    store = gather(lambda image, reason: skipped.append((image, reason)))
+    reference = compute_embeddings(model, dataset, batch_size=8, num_workers=0, on_skip=lambda *b: expected.append(b))
+    assert skipped == store.skipped() == expected and len(expected) == 1
+    np.testing.assert_allclose(np.concatenate(list(store.image_chunks())), reference.images, atol=1e-5)
+    np.testing.assert_array_equal(store.labels(), reference.labels)

@@ -195,10 +195,178 @@ def test_relative_paths_resolve_against_the_definition_file(team_sources):
             "title_in_source": "ViT-B-32",
             "checkpoint_path": "./weights/ckpt.pt",
             "cache_dir": "../model-cache",
-            "pretrained": "laion2b_e16",
         },
     )
+    _write(
+        team_sources / "models",
+        "tagged.json",
+        {"model_type": "OpenCLIPModel", "title": "tagged", "title_in_source": "ViT-B-32", "pretrained": "laion2b_e16"},
+    )
     kwargs = ModelProvider.registry.spec("local-one").class_kwargs()
-    assert kwargs["checkpoint_path"] == str((team_sources / "models" / "weights" / "ckpt.pt").resolve())
+    assert Path(kwargs["checkpoint_path"]) == (team_sources / "models" / "weights" / "ckpt.pt").resolve()
     assert Path(kwargs["cache_dir"]) == (team_sources / "model-cache").resolve()
-    assert kwargs["title_in_source"] == "ViT-B-32" and kwargs["pretrained"] == "laion2b_e16"  # not paths: untouched
+    tagged = ModelProvider.registry.spec("tagged").class_kwargs()
+    assert tagged["title_in_source"] == "ViT-B-32" and tagged["pretrained"] == "laion2b_e16"  # not paths: untouched
+
+
+# -- definitions checked when they load --------------------------------------------------------------------------------
+
+DIGITS_CLIP = {"model_type": "DigitsCLIPModel", "title": "my-digits-clip", "title_in_source": "digits-clip"}
+DIGITS = {"dataset_type": "DigitsDataset", "title": "my-digits"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "content", "expected"),
+    [
+        ("models", DIGITS_CLIP | {"epochs": -1}, "field 'epochs': Input should be greater than or equal to 0"),
+        ("models", DIGITS_CLIP | {"epochs": "five"}, "field 'epochs': Input should be a valid integer"),
+        ("models", DIGITS_CLIP | {"epochz": 3}, "field 'epochz' is not one that DigitsCLIPModel accepts"),
+        (
+            "models",
+            DIGITS_CLIP | {"training_dataset": "digitz"},
+            "'digitz' is not a known dataset (did you mean 'digits'",
+        ),
+        ("models", DIGITS_CLIP | {"seed": 1.5}, "field 'seed'"),
+        ("models", {"model_type": "HFModel", "title": "x", "trust_remote_code": "yes"}, "field 'trust_remote_code'"),
+        ("models", {"model_type": "LocalCLIPModel", "title": "x", "pretrained": "a.pt"}, "not pretrained"),
+        ("models", {"model_type": "HFModel", "title": "a" * 240}, "field 'title': the title is 240 characters long"),
+        ("models", {"model_type": "HFModel", "title": "nul"}, "field 'title': 'nul' cannot be a file name"),
+        ("datasets", DIGITS | {"templates": ["a photo of {} in {place}"]}, "field 'templates'"),
+        ("datasets", DIGITS | {"templates": ["a {} photo }"]}, "field 'templates'"),
+        ("datasets", DIGITS | {"templates": ["a {} photo {0}"]}, "no other '{...}' field"),
+        ("datasets", DIGITS | {"templates": ["a {!r} photo"]}, "field 'templates'"),
+        ("datasets", DIGITS | {"image_size": 0}, "field 'image_size'"),
+        ("datasets", DIGITS | {"revision": "main"}, "field 'revision' is not one that DigitsDataset accepts"),
+        ("datasets", {"dataset_type": "EncordDataset", "title": "e", "project_hash": "a b"}, "field 'project_hash'"),
+        ("datasets", {"dataset_type": "EncordDataset", "title": "e", "project_hash": "ab"}, "classification_hash"),
+        ("datasets", {"dataset_type": "HFDataset", "title": "h", "revison": "main"}, "field 'revison'"),
+    ],
+)
+def test_type_fields_are_checked_when_the_file_is_read(team_sources, kind, content, expected):
+    broken = _write(team_sources / kind, "zz-broken.json", content)
+    registry = ModelProvider.registry if kind == "models" else DatasetProvider.registry
+    problems = registry.problems
+    assert len(problems) == 1 and problems[0].startswith(f"{broken}: ") and expected in problems[0], problems
+    assert "\n" not in problems[0] and content["title"] not in registry.titles()
+    assert {"clip", "digits-clip"} <= set(ModelProvider.list_model_titles())  # the others still load
+
+
+@pytest.mark.parametrize("template", ["An image of a {}", "{}", "a {{literal}} {} photo", "{} , {{}}"])
+def test_templates_with_one_placeholder_load_and_format(team_sources, template):
+    _write(team_sources / "datasets", "t.json", DIGITS | {"templates": [template]})
+    assert DatasetProvider.registry.problems == []
+    assert DatasetProvider.registry.spec("my-digits").templates[0].format("cat") == template.format("cat")
+
+
+def test_list_all_shows_each_broken_file_with_its_field(team_sources):
+    from typer.testing import CliRunner
+
+    from tti_eval.cli.main import app
+
+    _write(team_sources / "models", "epochs.json", DIGITS_CLIP | {"epochs": "five"})
+    _write(team_sources / "datasets", "templates.json", DIGITS | {"templates": ["a {} in {place}"]})
+    result = CliRunner().invoke(app, ["list", "--all"], terminal_width=400)
+    assert result.exit_code == 0
+    output = " ".join(result.output.split())
+    assert "epochs.json: field 'epochs'" in output and "templates.json: field 'templates'" in output
+    assert "digits-clip" in output and "plants" in output
+
+
+def test_a_type_from_a_module_that_exits_or_raises_at_import_is_a_definition_problem(team_sources):
+    code = team_sources / "models" / "code"
+    code.mkdir()
+    (code / "exits.py").write_text("import sys\nsys.exit(0)\n")
+    (code / "raises.py").write_text("raise RuntimeError('no GPU here')\n")
+    for name in ("exits", "raises"):
+        _write(
+            team_sources / "models",
+            f"{name}.json",
+            {"model_type": "M", "title": name, "module_path": f"code/{name}.py"},
+        )
+    with pytest.raises(DefinitionError, match=r"exits\.json: field 'module_path': .*sys\.exit\(0\)"):
+        ModelProvider.get_model("exits")
+    with pytest.raises(DefinitionError, match=r"raises\.json: field 'module_path': .*RuntimeError: no GPU here"):
+        ModelProvider.registry.check("raises")
+
+
+def test_a_build_of_a_model_whose_module_exits_fails_instead_of_ending_the_process(team_sources, cache_path):
+    code = team_sources / "models" / "exits.py"
+    code.write_text("import sys\nsys.exit(0)\n")
+    _write(team_sources / "models", "exits.json", {"model_type": "M", "title": "exits", "module_path": "exits.py"})
+    command = "from tti_eval.cli.main import cli; cli()"
+    result = subprocess.run(
+        [sys.executable, "-c", command, "build", "-md", "exits/digits", "--num-workers", "0"],
+        capture_output=True,
+        text=True,
+    )
+    assert (
+        result.returncode == 1 and "sys.exit(0)" in result.stdout and "Traceback" not in result.stdout + result.stderr
+    )
+
+
+def test_sources_path_may_name_several_folders_read_in_order(tmp_path, monkeypatch):
+    first, second, missing, a_file = tmp_path / "a", tmp_path / "b", tmp_path / "gone", tmp_path / "f.json"
+    for folder, title in ((first, "first-clip"), (second, "second-clip")):
+        (folder / "models").mkdir(parents=True)
+        _write(folder / "models", "m.json", {"model_type": "HFModel", "title": title})
+        _write(folder / "models", "same.json", {"model_type": "HFModel", "title": "same-title"})
+    a_file.write_text("{}")
+    import os
+
+    monkeypatch.setenv("TTI_EVAL_SOURCES_PATH", os.pathsep.join(map(str, [first, missing, second, a_file])))
+    titles = ModelProvider.list_model_titles()
+    assert {"first-clip", "second-clip", "same-title", "clip"} <= set(titles)
+    assert ModelProvider.registry.source("same-title") == first / "models" / "same.json"  # the first folder wins
+    problems = ModelProvider.registry.problems
+    assert any(p.startswith(str(second / "models" / "same.json")) and str(first) in p for p in problems)
+    assert f"TTI_EVAL_SOURCES_PATH names {missing}, which does not exist; fix or remove it." in problems
+    assert any(p.startswith(f"TTI_EVAL_SOURCES_PATH names {a_file}, which is a file") for p in problems)
+    assert len(problems) == 3
+
+
+@pytest.mark.parametrize("file", MODEL_FILES + DATASET_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_source_file_passes_its_types_offline_check(file, team_sources):
+    registry = ModelProvider.registry if file.parent.name == "models" else DatasetProvider.registry
+    registry.check(json.loads(file.read_text())["title"])
+
+
+def _model(model_type: str, **fields) -> tuple[str, dict]:
+    return "models", {"model_type": model_type, "title": "x", **fields}
+
+
+def _dataset(dataset_type: str, **fields) -> tuple[str, dict]:
+    return "datasets", {"dataset_type": dataset_type, "title": "x", **fields}
+
+
+@pytest.mark.parametrize(
+    ("definition", "expected"),
+    [
+        (_model("OpenCLIPModel", title_in_source="BAAI/EVA-CLIP-8B-448"), "no architecture 'BAAI/EVA-CLIP-8B-448'"),
+        (_model("OpenCLIPModel", title_in_source="ViT-B-32", pretrained="laion9"), "field 'pretrained'"),
+        (_model("OpenCLIPModel", title_in_source="local-dir:/no/such"), "field 'title_in_source'"),
+        (_model("LocalCLIPModel", title_in_source="ViT-B-32", checkpoint_path="/no/c.pt"), "field 'checkpoint_path'"),
+        (_model("DigitsCLIPModel", title_in_source="ViT-B-99"), "no architecture 'ViT-B-99'"),
+        (_model("HFModel", title_in_source="/no/such/dir"), "field 'title_in_source'"),
+        (_dataset("HFDataset", title_in_source="/no/such/dir"), "/no/such/dir does not exist"),
+        (_dataset("ImageFolderDataset", title_in_source="/no/such/dir"), "field 'title_in_source'"),
+        (
+            _dataset("EncordDataset", project_hash="p", classification_hash="c", ssh_key_path="/k"),
+            "field 'ssh_key_path'",
+        ),
+    ],
+)
+def test_offline_checks_name_the_file_and_field(team_sources, definition, expected):
+    kind, content = definition
+    file = _write(team_sources / kind, "x.json", content)
+    registry = ModelProvider.registry if kind == "models" else DatasetProvider.registry
+    assert registry.problems == []  # well-formed: only the check can tell
+    with pytest.raises(DefinitionError) as error:
+        registry.check("x")
+    assert str(error.value).startswith(f"{file}: ") and expected in str(error.value)
+
+
+def test_every_builtin_type_has_an_offline_check():
+    from tti_eval.common.registry import TypeSpec
+
+    for spec in [*ModelProvider.registry.builtin_types.values(), *DatasetProvider.registry.builtin_types.values()]:
+        assert issubclass(spec, TypeSpec) and spec.offline_check is not TypeSpec.offline_check, spec

@@ -10,10 +10,19 @@ import time
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
+from typer.testing import CliRunner
 
+from tti_eval.cli.main import app
 from tti_eval.common import EmbeddingDefinition, Embeddings, Split
 from tti_eval.common.cache import embedding_path, load_metadata, save_embeddings_streamed
-from tti_eval.compute import BuildInterrupted, build_embeddings, compute_embeddings
+from tti_eval.compute import (
+    BuildInterrupted,
+    BuildProgress,
+    build_embeddings,
+    build_pairs,
+    compute_embeddings,
+    shard_store,
+)
 from tti_eval.dataset import DatasetProvider
 from tti_eval.dataset.types.image_folder import ImageFolderDataset
 from tti_eval.model import ModelProvider
@@ -154,3 +163,50 @@ def test_a_store_with_another_key_starts_afresh(tmp_path):
     store.write(1, np.ones((2, 3), np.float32), np.zeros(2, np.int64))
     assert ShardStore(final, "a", 5, 2).missing() == [0, 2] and ShardStore(final, "a", 5, 2).resumed_images() == 2
     assert ShardStore(final, "b", 5, 2).missing() == [0, 1, 2]
+
+
+def test_overwrite_discards_the_finished_shards(model, cache_path, monkeypatch):
+    """A rebuild asked to overwrite starts afresh: a finished shard (marked with a value no model gives) is not kept."""
+    dataset = DatasetProvider.get_dataset(PAIR.dataset, Split.TRAIN)
+    reference = compute_embeddings(model, dataset, batch_size=BATCH, num_workers=0)
+    store = shard_store(PAIR, Split.TRAIN, dataset, SHARD)
+    store.write(0, np.full((SHARD, reference.images.shape[1]), 0.5, np.float32), reference.labels[:SHARD])
+
+    passes = ForwardPasses(model, monkeypatch)
+    built = _build(model, overwrite=True)
+    assert passes.images == len(dataset)
+    np.testing.assert_allclose(built.images, reference.images, atol=1e-6)
+    assert not _shards_folder().exists()
+
+
+def test_build_pairs_and_the_cli_report_resumed_images(model, cache_path, monkeypatch):
+    """The CLI's interruption message says what a rerun redoes; after an interruption, build_pairs' progress starts
+    at the resumed images and a note says how many."""
+    total = len(DatasetProvider.get_dataset(PAIR.dataset, Split.TRAIN))
+    monkeypatch.setattr(ModelProvider, "get_model", lambda title, **kwargs: model)
+    with monkeypatch.context() as patch:
+        ForwardPasses(model, patch, interrupt_at_batch=1)  # within the CLI's first (default-sized) shard
+        args = ["build", "-md", str(PAIR), "--split", "train", "--num-workers", "0", "--batch-size", str(BATCH)]
+        interrupted = CliRunner().invoke(app, args)
+    assert interrupted.exit_code == 130 and "Traceback" not in interrupted.output
+    assert f"Interrupted: 0 of {total:,} train images of {PAIR} are embedded and kept" in interrupted.output
+    assert f"a rerun embeds only the other {total:,}" in interrupted.output
+
+    with monkeypatch.context() as patch:
+        ForwardPasses(model, patch, interrupt_at_batch=5)
+        with pytest.raises(BuildInterrupted):
+            _build(model)
+    steps, notes = [], []
+    run = build_pairs(
+        [PAIR],
+        [Split.TRAIN],
+        num_workers=0,
+        batch_size=BATCH,
+        shard_size=SHARD,
+        progress=steps.append,
+        on_note=lambda pair, split, text: notes.append(text),
+    )
+    assert run.failed == 0 and notes == [f"resuming: 32 of {total:,} images already embedded"]
+    mine = [step for step in steps if step.split is Split.TRAIN]
+    assert mine[0] == BuildProgress(PAIR, Split.TRAIN, 32, total, 32)
+    assert mine[-1] == BuildProgress(PAIR, Split.TRAIN, total, total, 32)

@@ -3,21 +3,22 @@
 Preprocessing happens in DataLoader workers, one processor call per batch, through the model's weight-free
 preprocessor; the network runs on the main process's device under `torch.inference_mode`. The model object never
 reaches a worker or a `datasets` fingerprint, which is what made the original tool pickle every weight per call.
+
+`build_pairs` is the pipeline the CLI's `build` runs, as a library call: progress goes to plain callbacks, so a
+notebook gets exactly what the command does, and the command only draws it.
 """
 
-import functools
+import logging
 import os
 import platform
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
-from functools import partial
-from typing import Any, Protocol
+from functools import cache, partial
+from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
-from rich.text import Text
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 from torch.utils.data import Dataset as TorchDataset
 
@@ -41,8 +42,11 @@ DEFAULT_BATCH_SIZE = 32
 DRAFT_OVERSAMPLING = 2
 
 ProgressCallback = Callable[[int], None]
+SplitProgress = Callable[[Split, int, int, int], None]  # (split, images done, images in the split, resumed of them)
 SkipCallback = Callable[[str, str], None]  # (image name, reason)
 NoteCallback = Callable[[Split, str], None]  # one line about a split worth telling the user (why it is rebuilt, ...)
+
+logger = logging.getLogger("tti_eval")
 
 
 def default_num_workers(device: torch.device) -> int:
@@ -130,7 +134,8 @@ def _embedded_batches(
             yield images, batch["labels"].numpy(), batch["bad"]
 
 
-def _pass_on_bad(bad: list[dict[str, str]], dataset: Dataset, on_skip: SkipCallback | None) -> None:
+def pass_on_bad(bad: list[dict[str, str]], dataset: Dataset, on_skip: SkipCallback | None) -> None:
+    """Raise the first unreadable item (`read_item`'s "bad" form) as a `BadImageError`, or report each to `on_skip`."""
     for item in bad:
         if on_skip is None:
             raise BadImageError(item["bad"], dataset.title, item["reason"])
@@ -152,7 +157,7 @@ def embed_images(
     batches = BatchSampler(SequentialSampler(range(len(dataset))), batch_size, drop_last=False)
     chunks, labels = [], []
     for images, batch_labels, bad in _embedded_batches(model, dataset, batches, num_workers):
-        _pass_on_bad(bad, dataset, on_skip)
+        pass_on_bad(bad, dataset, on_skip)
         if images is not None:
             chunks.append(images)
             labels.append(batch_labels)
@@ -256,23 +261,6 @@ def build_metadata(
     }
 
 
-class _ImagesPerSecond(ProgressColumn):
-    def render(self, task: Task) -> Text:
-        return Text(f"{task.speed:,.1f} img/s" if task.speed else "… img/s", style="progress.data.speed")
-
-
-def new_progress() -> Progress:
-    """The build's progress display: one bar per (pair, split) with images/s and ETA."""
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        _ImagesPerSecond(),
-        TimeRemainingColumn(),
-        transient=True,
-    )
-
-
 class Engine(Protocol):
     """Where a split's embeddings are computed: in this process (`LocalEngine`) or on a Ray cluster
     (`tti_eval.ray_engine.RayEngine`). Both write the same shards, so either can resume the other's work."""
@@ -324,7 +312,7 @@ class LocalEngine:
         shard, images, labels, skipped, done = next(shards, None), [], [], [], 0
         with _decoding_at(dataset, draft_min_size(model) if self.draft_decode else None):
             for batch_images, batch_labels, bad in _embedded_batches(model, dataset, batches, self.num_workers):
-                _pass_on_bad(bad, dataset, on_skip)
+                pass_on_bad(bad, dataset, on_skip)
                 skipped += [(item["bad"], item["reason"]) for item in bad]
                 if batch_images is not None:
                     images.append(batch_images)
@@ -356,10 +344,15 @@ class BuildInterrupted(KeyboardInterrupt):
 
 
 def shard_store(
-    definition: EmbeddingDefinition, split: Split, dataset: Dataset, shard_size: int, draft_decode: bool = False
+    definition: EmbeddingDefinition,
+    split: Split,
+    dataset: Dataset,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    draft_decode: bool = False,
+    discard: bool = False,
 ) -> ShardStore:
     """The split's shard folder; shards are reused only by a build with the same fingerprint (definitions, image
-    files, libraries), split, number of images, shard size and decoding."""
+    files, libraries), split, number of images, shard size and decoding, and never when `discard`."""
     key = shard_key(
         model=ModelProvider.registry.spec(definition.model).model_dump(mode="json", exclude_none=True),
         dataset=DatasetProvider.registry.spec(definition.dataset).model_dump(mode="json", exclude_none=True),
@@ -369,39 +362,41 @@ def shard_store(
         shard_size=shard_size,
         draft_decode=draft_decode,
     )
-    return ShardStore(embedding_path(definition, split), key, len(dataset), shard_size)
+    return ShardStore(embedding_path(definition, split), key, len(dataset), shard_size, discard=discard)
 
 
 def _build_split(
     definition: EmbeddingDefinition,
-    split: Split,
     dataset: Dataset,
+    store: ShardStore,
     engine: Engine,
-    progress: Progress,
-    shard_size: int,
+    progress: SplitProgress | None,
+    note: NoteCallback,
     on_skip: SkipCallback | None,
     draft_decode: bool,
 ) -> Embeddings:
     check_not_empty(dataset)
-    total = len(dataset)
-    store = shard_store(definition, split, dataset, shard_size, draft_decode)
-    resumed = store.resumed_images()
+    split, total, resumed = dataset.split, len(dataset), store.resumed_images()
     if resumed:
-        progress.console.print(
-            f"{definition} ({split.value}): resuming, {resumed:,} of {total:,} images already embedded", highlight=False
-        )
-    task = progress.add_task(f"{definition} ({split.value})", total=total, completed=resumed)
+        note(split, f"resuming: {resumed:,} of {total:,} images already embedded")
+    done = resumed
+
+    def advance(images: int) -> None:
+        nonlocal done
+        done += images
+        if progress is not None:
+            progress(split, done, total, resumed)
+
     try:
         classes = engine.embed_classes(dataset)
-        engine.embed_shards(dataset, store, partial(progress.advance, task), on_skip)
+        advance(0)
+        engine.embed_shards(dataset, store, advance, on_skip)
     except KeyboardInterrupt:
         left = total - store.resumed_images()
         raise BuildInterrupted(
             f"Interrupted: {total - left:,} of {total:,} {split.value} images of {definition} are embedded and kept; "
             f"a rerun embeds only the other {left:,} (and any split not built yet)."
         ) from None
-    finally:
-        progress.remove_task(task)
     labels = store.labels()
     check_some_read(dataset, len(labels))
     shape = (len(labels), store.dim())
@@ -420,7 +415,7 @@ def build_embeddings(
     num_workers: int | None = None,
     device: str | None = None,
     load_model: Callable[[], Model] | None = None,
-    progress: Progress | None = None,
+    progress: SplitProgress | None = None,
     skip_bad_images: bool = False,
     on_skip: SkipCallback | None = None,
     draft_decode: bool = False,
@@ -431,13 +426,16 @@ def build_embeddings(
     """Build and cache the given splits of one pair; a split already cached is skipped (None) unless `overwrite`
     or it is stale (its fingerprint no longer matches the definitions, files or libraries: `tti_eval.provenance`).
 
-    Without an `engine`, the split is embedded in this process (`LocalEngine` with `load_model`, `batch_size`,
-    `num_workers`, `device`, `draft_decode`); the model is loaded only if some split needs building. Each split is
-    written in shards of `shard_size` images, so an interrupted build keeps the finished splits and shards and a
-    rerun embeds only the rest; each split's file appears atomically when that split is complete. `on_note` hears
-    why a split is rebuilt and how a carved split was cut from train. An unreadable image stops the build before its
-    split is written, unless `skip_bad_images`: then it is left out, recorded in the split's metadata and passed to
-    `on_skip`. `draft_decode`: see `compute_embeddings`; recorded in the metadata."""
+    The datasets are opened first, so a dataset that cannot load fails before any model weights are read. Without an
+    `engine`, the splits are embedded in this process (`LocalEngine` with `load_model`, e.g. a loader shared across
+    pairs, `batch_size`, `num_workers`, `device`, `draft_decode`); the model is loaded only if some split needs
+    building. Each split is written in shards of `shard_size` images, so an interrupted build keeps the finished
+    splits and shards and a rerun embeds only the rest (`overwrite` discards them too); each split's file appears
+    atomically when that split is complete. `progress` hears (split, images done, images in the split, images of
+    them resumed from an earlier run's shards). `on_note` hears why a split is rebuilt, how a carved split was cut
+    from train and how much of it is resumed. An unreadable image stops the build before its split is written,
+    unless `skip_bad_images`: then it is left out, recorded in the split's metadata and passed to `on_skip`.
+    `draft_decode`: see `compute_embeddings`; recorded in the metadata."""
     note = on_note or (lambda split, text: None)
     results: dict[Split, Embeddings | None] = {}
     todo: dict[Split, Dataset | None] = {}
@@ -456,19 +454,171 @@ def build_embeddings(
             results[split] = None
     if not todo:
         return results
+    datasets = {
+        split: loaded if loaded is not None else DatasetProvider.get_dataset(definition.dataset, split)
+        for split, loaded in todo.items()
+    }
     if engine is None:
         loader = load_model or partial(ModelProvider.get_model, definition.model, device=device)
-        engine = LocalEngine(functools.cache(loader), batch_size, num_workers, draft_decode)
-    owns_progress = progress is None
-    progress = progress or new_progress()
-    with progress if owns_progress else nullcontext():
-        for split, loaded in todo.items():
-            dataset = loaded if loaded is not None else DatasetProvider.get_dataset(definition.dataset, split)
-            if dataset.carving is not None:
-                note(split, describe_carving(dataset.carving))
-            skip = on_skip or (lambda image, reason: None) if skip_bad_images else None
-            results[split] = _build_split(definition, split, dataset, engine, progress, shard_size, skip, draft_decode)
+        engine = LocalEngine(cache(loader), batch_size, num_workers, draft_decode)
+    skip = (on_skip or (lambda image, reason: None)) if skip_bad_images else None
+    for split, dataset in datasets.items():
+        if dataset.carving is not None:
+            note(split, describe_carving(dataset.carving))
+        store = shard_store(definition, split, dataset, shard_size, draft_decode, discard=overwrite)
+        results[split] = _build_split(definition, dataset, store, engine, progress, note, skip, draft_decode)
     return results
+
+
+class BuildProgress(NamedTuple):
+    """One step of `build_pairs`: `split` None while the pair's model loads, else images embedded of that split, of
+    which `resumed` were already embedded in the shards an interrupted run left."""
+
+    pair: EmbeddingDefinition
+    split: Split | None
+    done: int
+    total: int
+    resumed: int = 0
+
+
+class PairBuild(NamedTuple):
+    pair: EmbeddingDefinition
+    built: dict[Split, bool]  # per split: True if built now, False if it was already cached
+
+
+class BuildRun(NamedTuple):
+    """What `build_pairs` did, symmetric with evaluation's `EvaluationRun`."""
+
+    results: list[PairBuild]  # every pair whose splits are now all cached
+    problems: list[str]  # one sentence per pair that failed, starting with the pair
+
+    @property
+    def failed(self) -> int:
+        return len(self.problems)
+
+
+def _load_once(title: str, device: str | None, on_load: Callable[[], None]) -> Callable[[], Model]:
+    """A loader that loads the model on first use and gives every later pair the same model, or the same failure
+    (a hub that timed out once is not asked again for each dataset)."""
+    outcome: list[Model | BaseException] = []
+
+    def load() -> Model:
+        if not outcome:
+            on_load()
+            try:
+                outcome.append(ModelProvider.get_model(title, device=device))
+            except Exception as e:
+                outcome.append(e)
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        return outcome[0]
+
+    return load
+
+
+def build_pairs(
+    pairs: Sequence[EmbeddingDefinition],
+    splits: Iterable[Split] = DEFAULT_SPLITS,
+    *,
+    overwrite: bool = False,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    num_workers: int | None = None,
+    device: str | None = None,
+    progress: Callable[[BuildProgress], None] | None = None,
+    on_pair: Callable[[PairBuild | str], None] | None = None,
+    on_note: Callable[[EmbeddingDefinition, Split, str], None] | None = None,
+    skip_bad_images: bool = False,
+    on_skip: SkipCallback | None = None,
+    draft_decode: bool = False,
+    reraise: bool = False,
+    engine: Literal["local", "ray"] = "local",
+    address: str | None = None,
+    workers: int | None = None,
+    gpus_per_worker: float | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+) -> BuildRun:
+    """Build (or find cached) `splits` of every pair; each model is loaded at most once for all its pairs.
+
+    A pair that fails is reported in `problems` in one sentence and the others still build. A user error
+    (`TTIEvalError`) is its own sentence; anything else is a bug: its traceback is logged, and with `reraise` it is
+    raised instead. `on_pair` receives each pair's result, or its problem sentence, as soon as it is known;
+    `on_note` a line about one split worth telling (why it is rebuilt, how a carved split was cut, how many of its
+    images an interrupted run already embedded). `skip_bad_images`, `on_skip`, `draft_decode` and `shard_size` are
+    `build_embeddings`'s.
+
+    `engine` "local" embeds in this process (`device`, `num_workers`, `skip_bad_images` and `draft_decode` apply to
+    it only); "ray" on the Ray cluster at `address` (default: a local Ray started for this call; see
+    `tti_eval.ray_engine`) with `workers` model actors of `gpus_per_worker` GPUs each. Both write the same shards,
+    so either resumes the other's interrupted split."""
+    splits = list(dict.fromkeys(Split(s) for s in splits))
+    results: list[PairBuild] = []
+    problems: list[str] = []
+    if engine == "ray":
+        from tti_eval.ray_engine import RayEngine, ray_session
+
+        session = ray_session(address)
+    else:
+        session = nullcontext()
+    with session:
+        # Pairs of one model run back to back and share one loader (or engine), so each model is loaded at most once.
+        for model_title in dict.fromkeys(pair.model for pair in pairs):
+            model_pairs = [p for p in pairs if p.model == model_title]
+            first = model_pairs[0]  # a loading step names the model; any of its pairs will do
+            on_load = partial(_report, progress, first, None, 0, 0)
+            if engine == "ray":
+                # one engine for the model's pairs, made inside a pair's try: a bad option is that pair's problem
+                model_engine = cache(
+                    partial(
+                        RayEngine,
+                        model_title,
+                        workers=workers,
+                        gpus_per_worker=gpus_per_worker,
+                        batch_size=batch_size,
+                        on_load=on_load,
+                    )
+                )
+            else:
+                local = LocalEngine(_load_once(model_title, device, on_load), batch_size, num_workers, draft_decode)
+                model_engine = lambda local=local: local  # noqa: E731
+            for pair in model_pairs:
+                try:
+                    built = build_embeddings(
+                        pair,
+                        splits,
+                        overwrite=overwrite,
+                        engine=model_engine(),
+                        skip_bad_images=skip_bad_images,
+                        on_skip=on_skip,
+                        draft_decode=draft_decode,
+                        shard_size=shard_size,
+                        progress=lambda split, *counts, pair=pair: _report(progress, pair, split, *counts),
+                        on_note=(lambda split, text, pair=pair: on_note(pair, split, text)) if on_note else None,
+                    )
+                except TTIEvalError as e:
+                    outcome: PairBuild | str = f"{pair}: {e}"
+                except Exception as e:  # one broken pair must not stop the others, nor hide its traceback
+                    if reraise:
+                        raise
+                    logger.exception("Building %s failed with an unexpected error:", pair)
+                    outcome = f"{pair}: {type(e).__name__}: {e} (an unexpected error; its traceback is logged above)."
+                else:
+                    outcome = PairBuild(pair, {split: result is not None for split, result in built.items()})
+                (problems if isinstance(outcome, str) else results).append(outcome)
+                if on_pair is not None:
+                    on_pair(outcome)
+    return BuildRun(results, problems)
+
+
+def _report(
+    progress: Callable[[BuildProgress], None] | None,
+    pair: EmbeddingDefinition,
+    split: Split | None,
+    done: int,
+    total: int,
+    resumed: int = 0,
+) -> None:
+    if progress is not None:
+        progress(BuildProgress(pair, split, done, total, resumed))
 
 
 def compute_embeddings_from_definition(definition: EmbeddingDefinition, split: Split, **kwargs: Any) -> Embeddings:

@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 EMBEDDING_LIBRARIES = ("torch", "torchvision", "transformers", "open_clip_torch", "pillow")
 
 FileStats = dict[str, list[int]]  # path relative to the recorded root -> [size, mtime_ns]
-PathMemo = dict[tuple[str, tuple[str, ...] | None], FileStats]
+# What one round of checks has looked up already (folder stats, definitions): pairs share folders and definitions.
+Memo = dict[tuple[str, tuple[str, ...] | None], Any]
 Status = Literal["fresh", "stale", "unknown"]
 
 
@@ -78,7 +79,7 @@ def file_stats(path: Path, suffixes: Iterable[str] | None = None) -> FileStats:
     return dict(sorted(found.items()))
 
 
-def _paths_identity(paths: Iterable[str], suffixes: list[str] | None, memo: PathMemo | None) -> dict[str, FileStats]:
+def _paths_identity(paths: Iterable[str], suffixes: list[str] | None, memo: Memo | None) -> dict[str, FileStats]:
     memo = {} if memo is None else memo
     key_suffixes = tuple(suffixes) if suffixes is not None else None
     identity = {}
@@ -93,6 +94,14 @@ def _paths_identity(paths: Iterable[str], suffixes: list[str] | None, memo: Path
 def _spec(registry: Any, title: str) -> dict[str, Any]:
     # `device` decides where the numbers are computed, not what they describe.
     return registry.spec(title).model_dump(mode="json", exclude_none=True, exclude={"device"})
+
+
+def _memo_spec(registry: Any, title: str, memo: Memo) -> dict[str, Any] | None:
+    """A definition's part of the fingerprint, or None when it has none; read once per title per `memo`."""
+    key = (f"{registry.kind}:{title}", None)
+    if key not in memo:
+        memo[key] = _spec(registry, title) if title in registry.titles() else None
+    return memo[key]
 
 
 def _model_paths(title: str) -> list[str]:
@@ -116,13 +125,15 @@ def build_fingerprint(definition: EmbeddingDefinition, dataset: "Dataset") -> di
     }
 
 
-def _reader_fingerprint(definition: EmbeddingDefinition, stored: Mapping[str, Any], memo: PathMemo) -> dict[str, Any]:
+def _reader_fingerprint(
+    model: dict[str, Any], dataset: dict[str, Any], stored: Mapping[str, Any], memo: Memo
+) -> dict[str, Any]:
     """What can be re-checked cheaply: current definitions, the stored local paths' stats, library versions."""
     images = stored.get("image_files", {})
     suffixes = images.get("suffixes")
     return {
-        "model": _spec(ModelProvider.registry, definition.model),
-        "dataset": _spec(DatasetProvider.registry, definition.dataset),
+        "model": model,
+        "dataset": dataset,
         "model_files": _paths_identity(stored.get("model_files", {}), None, memo),
         "image_files": {"suffixes": suffixes, "paths": _paths_identity(images.get("paths", {}), suffixes, memo)},
         "versions": library_versions(),
@@ -205,29 +216,29 @@ def split_state(
     split: Split,
     *,
     current: Mapping[str, Any] | None = None,
-    memo: PathMemo | None = None,
+    memo: Memo | None = None,
 ) -> SplitState:
     """The provenance of a cached split (which must exist): fresh, stale (with reasons) or unknown.
 
     Without `current` the cheap reader check runs; `build` passes the full `build_fingerprint`. Share one `memo`
-    across calls to stat each folder once."""
+    across calls to stat each folder and read each definition once."""
     split = Split(split)
     stored = load_metadata(definition, split).get("fingerprint")
     if stored is None:
         return SplitState(
             definition, split, "unknown", None, ("no fingerprint: built by the original tool or an older tti-eval",)
         )
+    memo = {} if memo is None else memo
+    model = _memo_spec(ModelProvider.registry, definition.model, memo)
+    dataset = _memo_spec(DatasetProvider.registry, definition.dataset, memo)
     missing = [
         f"{kind} '{title}' has no definition"
-        for kind, registry, title in (
-            ("model", ModelProvider.registry, definition.model),
-            ("dataset", DatasetProvider.registry, definition.dataset),
-        )
-        if title not in registry.titles()
+        for kind, title, spec in (("model", definition.model, model), ("dataset", definition.dataset, dataset))
+        if spec is None
     ]
     if missing:
         return SplitState(definition, split, "unknown", stored, tuple(missing))
-    current = current if current is not None else _reader_fingerprint(definition, stored, {} if memo is None else memo)
+    current = current if current is not None else _reader_fingerprint(model, dataset, stored, memo)
     reasons = explain_changes(stored, current)
     return SplitState(definition, split, "stale" if reasons else "fresh", stored, tuple(reasons))
 
@@ -239,7 +250,7 @@ def stale_warnings(pairs: Iterable[EmbeddingDefinition], splits: Iterable[Split]
     from tti_eval.common.cache import build_command, embeddings_exist
     from tti_eval.common.errors import CacheError
 
-    memo: PathMemo = {}
+    memo: Memo = {}
     splits = [Split(split) for split in splits]
     warnings = []
     for pair in pairs:

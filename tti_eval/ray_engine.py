@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from tti_eval.common import TTIEvalError
 from tti_eval.compute import (
@@ -19,11 +20,11 @@ from tti_eval.compute import (
     ProgressCallback,
     SkipCallback,
     embed_class_prompts,
+    pass_on_bad,
     read_item,
     write_shard,
 )
 from tti_eval.dataset.base import Dataset
-from tti_eval.dataset.images import BadImageError
 from tti_eval.model import ModelProvider
 from tti_eval.model.base import ImagePreprocessor, Model
 from tti_eval.shards import ShardStore
@@ -90,14 +91,16 @@ def _indices(row: dict[str, Any]) -> list[dict[str, int]]:
 
 
 def _read_and_preprocess(batch: dict[str, np.ndarray], dataset: Dataset, preprocess: ImagePreprocessor) -> dict:
+    """An unreadable image travels on as data (its name in "bad", a blank stand-in for its pixels) to the driver,
+    which raises or skips it: raised in a Ray task it would reach the user wrapped in Ray's traceback."""
     items = [read_item(dataset, int(index)) for index in batch["index"]]
-    for item in items:
-        if "bad" in item:  # this engine has no --skip-bad-images: an unreadable image stops the build
-            raise BadImageError(item["bad"], dataset.title, item["reason"])
+    blank = Image.new("RGB", (1, 1))
     return {
         "index": batch["index"],
-        "pixel_values": preprocess([item["image"] for item in items]).numpy(),
-        "label": np.array([int(item["label"]) for item in items], dtype=np.int64),
+        "pixel_values": preprocess([item.get("image", blank) for item in items]).numpy(),
+        "label": np.array([int(item.get("label", -1)) for item in items], dtype=np.int64),
+        "bad": np.array([item.get("bad", "") for item in items], dtype=str),
+        "reason": np.array([item.get("reason", "") for item in items], dtype=str),
     }
 
 
@@ -111,14 +114,16 @@ class _Embedder:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         embeddings = self.model.embed_images(torch.from_numpy(batch["pixel_values"]))
-        return {"index": batch["index"], "embedding": embeddings, "label": batch["label"]}
+        passed_on = {name: batch[name] for name in ("index", "label", "bad", "reason")}
+        return {**passed_on, "embedding": embeddings}
 
 
 class RayEngine:
     """Embeds one model's splits on the Ray session opened by `ray_session`.
 
     `workers` actors hold the model (default: one per GPU of the cluster, or one on a cluster without GPUs), each
-    with `gpus_per_worker` GPUs (default 1 where the cluster has GPUs, else 0, i.e. on CPU)."""
+    with `gpus_per_worker` GPUs (default 1 where the cluster has GPUs, else 0, i.e. on CPU). `on_load` hears when
+    the model is first loaded."""
 
     def __init__(
         self,
@@ -126,6 +131,7 @@ class RayEngine:
         workers: int | None = None,
         gpus_per_worker: float | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        on_load: Callable[[], None] | None = None,
     ):
         self.ray = _import_ray()
         resources = self.ray.cluster_resources()
@@ -146,12 +152,15 @@ class RayEngine:
         self.model_factory = ModelProvider.registry.factory(model_title, device="cpu" if on_cpu else None)
         self.batch_size = batch_size
         self._preprocessor: ImagePreprocessor | None = None
+        self._on_load = on_load
 
     def _remote(self, function: Callable, **options: Any):
         return self.ray.remote(function).options(max_retries=3, **options)
 
     def _on_a_worker(self, prompts: list[list[str]]) -> np.ndarray | None:
         task = self._remote(_prepare, num_cpus=self.cpus_per_worker, num_gpus=self.gpus_per_worker)
+        if self._preprocessor is None and self._on_load is not None:
+            self._on_load()
         try:
             classes, self._preprocessor = self.ray.get(task.remote(self.model_factory, prompts))
         except self.ray.exceptions.RayTaskError as e:
@@ -215,38 +224,58 @@ class RayEngine:
                 max_task_retries=-1,
             )
         )
-        gathered = _Gathered(store, dataset)
+        gathered = _Gathered(store, dataset, on_skip)
         for batch in data.iter_batches(batch_size=None, batch_format="numpy"):
-            on_images(gathered.add(batch["index"], batch["embedding"], batch["label"]))
+            on_images(gathered.add(batch))
 
 
 class _Gathered:
-    """Results placed by index into their shards; each shard is written as soon as all its rows have arrived."""
+    """Results placed by index into their shards; each shard is written as soon as all its rows have arrived.
 
-    def __init__(self, store: ShardStore, dataset: Dataset):
-        self.store, self.dataset = store, dataset
-        self.open: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    An unreadable image raises `BadImageError` here, on the driver, unless `on_skip`: then it is reported through it
+    and recorded in its shard."""
 
-    def add(self, indices: np.ndarray, embeddings: np.ndarray, labels: np.ndarray) -> int:
+    def __init__(self, store: ShardStore, dataset: Dataset, on_skip: SkipCallback | None):
+        self.store, self.dataset, self.on_skip = store, dataset, on_skip
+        self.open: dict[int, dict[str, np.ndarray]] = {}
+
+    def add(self, batch: dict[str, np.ndarray]) -> int:
         """Place one batch; returns how many images it added (a retried batch may repeat some)."""
         added = 0
+        indices, embeddings = batch["index"], batch["embedding"]
         shards = indices // self.store.shard_size
         for shard in np.unique(shards):
             rows = self.store.rows(int(shard))
             mine = shards == shard
             if shard not in self.open:
                 size = len(rows)
-                self.open[shard] = (
-                    np.empty((size, embeddings.shape[1]), np.float32),
-                    np.empty(size, np.int64),
-                    np.zeros(size, bool),
-                )
-            images, shard_labels, filled = self.open[shard]
+                self.open[shard] = {
+                    "images": np.empty((size, embeddings.shape[1]), np.float32),
+                    "label": np.empty(size, np.int64),
+                    "bad": np.full(size, "", dtype=object),
+                    "reason": np.full(size, "", dtype=object),
+                    "filled": np.zeros(size, bool),
+                }
+            arrays = self.open[shard]
             offsets = indices[mine] - rows.start
-            added += int((~filled[offsets]).sum())
-            images[offsets], shard_labels[offsets], filled[offsets] = embeddings[mine], labels[mine], True
-            if filled.all():
-                write_shard(self.store, self.dataset, int(shard), [images], [shard_labels], [])
+            new = ~arrays["filled"][offsets]
+            bad = [
+                {"bad": b, "reason": r}
+                for b, r in zip(batch["bad"][mine][new], batch["reason"][mine][new], strict=True)
+                if b
+            ]
+            pass_on_bad(bad, self.dataset, self.on_skip)
+            added += int(new.sum())
+            arrays["images"][offsets] = embeddings[mine]
+            for name in ("label", "bad", "reason"):
+                arrays[name][offsets] = batch[name][mine]
+            arrays["filled"][offsets] = True
+            if arrays["filled"].all():
+                good = arrays["bad"] == ""
+                skipped = list(zip(arrays["bad"][~good], arrays["reason"][~good], strict=True))
+                write_shard(
+                    self.store, self.dataset, int(shard), [arrays["images"][good]], [arrays["label"][good]], skipped
+                )
                 del self.open[shard]
         return added
 

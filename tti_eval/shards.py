@@ -30,22 +30,25 @@ def shard_key(**identity: Any) -> str:
 class ShardStore:
     """The finished shards of one split: shard `i` holds images `[i * shard_size, (i + 1) * shard_size)`."""
 
-    def __init__(self, final_path: Path, key: str, num_images: int, shard_size: int = DEFAULT_SHARD_SIZE):
+    def __init__(
+        self, final_path: Path, key: str, num_images: int, shard_size: int = DEFAULT_SHARD_SIZE, discard: bool = False
+    ):
+        """`discard`: start afresh even from shards of the same key (a build asked to overwrite)."""
         if shard_size < 1:
             raise ValueError("shard_size must be positive")
         self.folder = final_path.with_name(f".{final_path.stem}.shards")
         self.key = key
         self.num_images = num_images
         self.shard_size = shard_size
-        self._open()
+        self._open(discard)
 
-    def _open(self) -> None:
+    def _open(self, discard: bool) -> None:
         key_file = self.folder / _KEY_FILE
         try:
             found = json.loads(key_file.read_text(encoding="utf-8"))["key"]
         except (OSError, ValueError, KeyError, TypeError):
             found = None
-        if found != self.key:  # shards of another definition, or no usable folder: start afresh
+        if found != self.key or discard:  # shards of another definition, or no usable folder: start afresh
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder.mkdir(parents=True, exist_ok=True)
             atomic_write(key_file, lambda handle: handle.write(json.dumps({"key": self.key}).encode()))

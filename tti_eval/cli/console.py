@@ -11,24 +11,40 @@ from rich.console import Console
 from tti_eval.common.errors import TTIEvalError
 
 console = Console()
+DEBUG = False  # set by the global --debug option: errors keep their traceback instead of becoming one line
 err_console = Console(stderr=True)
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def configure_logging() -> None:
-    """Show tti-eval's own log lines (e.g. "training digits-clip first") through rich on stderr, once.
+# Libraries that print through a handler of their own yet also pass each record up to the root logger.
+_SELF_PRINTING_LOGGERS = ("huggingface_hub", "datasets")
 
-    The logger does not propagate, so the root handler that a library may install cannot print them a second time
-    in the plain `WARNING:tti_eval:` form."""
+
+def configure_logging() -> None:
+    """Print every log line once, through rich on stderr: tti-eval's own lines (e.g. "training digits-clip first")
+    and the warnings of the libraries it drives.
+
+    Lines used to print twice because open_clip logs through the root logger with `logging.info(...)`, which makes
+    `logging.basicConfig()` give root a plain handler; from then on every record that huggingface_hub or datasets
+    printed with their own handler was printed again by root's. Root therefore gets rich's handler before any
+    library logs (so basicConfig leaves it alone), and those libraries keep only their own handler."""
     from rich.logging import RichHandler
+
+    def rich_handler() -> RichHandler:
+        return RichHandler(console=err_console, show_time=False, show_path=False, markup=False)
 
     logger = logging.getLogger("tti_eval")
     if not any(isinstance(h, RichHandler) for h in logger.handlers):
-        logger.addHandler(RichHandler(console=err_console, show_time=False, show_path=False, markup=False))
+        logger.addHandler(rich_handler())
         logger.setLevel(logging.INFO)
         logger.propagate = False
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(rich_handler())
+    for name in _SELF_PRINTING_LOGGERS:
+        logging.getLogger(name).propagate = False
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -48,6 +64,8 @@ def user_errors(command: Callable[P, R]) -> Callable[P, R]:
         try:
             return command(*args, **kwargs)
         except TTIEvalError as e:
+            if DEBUG:
+                raise
             raise fail(str(e)) from None
         except KeyboardInterrupt as e:  # a build's interruption says what a rerun will redo
             raise fail(

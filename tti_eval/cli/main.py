@@ -18,15 +18,16 @@ from tti_eval.evaluation import EVALUATORS, LinearProbeClassifier
 from tti_eval.model import ModelProvider
 from tti_eval.plotting.reduction import DEFAULT_REDUCTION, REDUCERS
 
+from . import console as console_module
 from .console import configure_logging, console, user_errors, warn
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.progress import Progress
     from rich.table import Table
 
-    from tti_eval.compute import Engine
+    from tti_eval.compute import BuildProgress, PairBuild
     from tti_eval.evaluation import EvaluationResult
-    from tti_eval.model.base import Model
     from tti_eval.provenance import SplitState
 
 app = typer.Typer(
@@ -40,9 +41,14 @@ app = typer.Typer(
 
 
 @app.callback()
-def main() -> None:
+def main(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the full traceback of any error instead of its one-line message.")
+    ] = False,
+) -> None:
     """Evaluate text-image embedding models on your own image-classification data."""
     configure_logging()
+    console_module.DEBUG = debug
 
 
 ModelDatasetOption = Annotated[
@@ -52,7 +58,8 @@ ModelDatasetOption = Annotated[
 
 
 def _report_definition_problems() -> None:
-    for problem in [*ModelProvider.registry.problems, *DatasetProvider.registry.problems]:
+    # dict.fromkeys: a TTI_EVAL_SOURCES_PATH problem is found by both registries but said once
+    for problem in dict.fromkeys([*ModelProvider.registry.problems, *DatasetProvider.registry.problems]):
         warn(problem)
 
 
@@ -147,15 +154,13 @@ def build(
     ] = None,
 ) -> None:
     """Compute and cache image and class embeddings for model/dataset pairs."""
-    from tti_eval.compute import DEFAULT_SPLITS
+    from tti_eval.compute import DEFAULT_SPLITS, build_pairs
 
     ray_options = {"address": address, "workers": workers, "gpus_per_worker": gpus_per_worker}
     if engine is BuildEngine.LOCAL and any(value is not None for value in ray_options.values()):
         raise TTIEvalError("--address, --workers and --gpus-per-worker apply to --engine ray only.")
-    if engine is BuildEngine.RAY and (device is not None or num_workers is not None or skip_bad_images or draft_decode):
-        raise TTIEvalError(
-            "--device, --num-workers, --skip-bad-images and --draft-decode apply to --engine local only."
-        )
+    if engine is BuildEngine.RAY and (device is not None or num_workers is not None or draft_decode):
+        raise TTIEvalError("--device, --num-workers and --draft-decode apply to --engine local only.")
     splits = list(dict.fromkeys(split or DEFAULT_SPLITS))
     _report_definition_problems()
     pairs = parse_pairs(model_dataset) if model_dataset else _pick_pairs_to_build(include_existing, by_dataset, splits)
@@ -163,96 +168,76 @@ def build(
         console.print("Nothing to build.")
         return
     skipped: list[tuple[str, str]] = []
-    options = {"overwrite": overwrite, "batch_size": batch_size}
     if engine is BuildEngine.RAY:
-        failed = _build_pairs_on_ray(pairs, splits, ray_options, **options)
-    else:
-        failed = _build_pairs(
+        console.print(f"Building on Ray ({address or 'a local cluster'}) …")
+    with _build_progress() as progress:
+        run = build_pairs(
             pairs,
             splits,
+            overwrite=overwrite,
+            batch_size=batch_size,
             num_workers=num_workers,
             device=device,
+            progress=_draw_build_step(progress),
+            on_pair=lambda outcome: _print_pair(progress.console, outcome),
+            on_note=lambda pair, split, text: progress.console.print(
+                f"[dim]•[/] {pair} ({split.value}) {text}", highlight=False
+            ),
             skip_bad_images=skip_bad_images,
-            draft_decode=draft_decode,
             on_skip=lambda image, reason: skipped.append((image, reason)),
-            **options,
+            draft_decode=draft_decode,
+            reraise=console_module.DEBUG,
+            engine=engine.value,
+            **ray_options,
         )
     if skipped:
         console.print(f"[yellow]Skipped {len(skipped)} unreadable images[/] (recorded in each split's metadata):")
         for image, reason in skipped:
             console.print(f"  {image} ({reason})", highlight=False, markup=False)
-    if failed:
+    if run.failed:
         raise typer.Exit(1)
 
 
-def _load_once(title: str, device: str | None, console: "Console") -> Callable[[], "Model"]:
-    """A loader that loads the model on first use and gives every later pair the same model, or the same failure
-    (a hub that timed out once is not asked again for each dataset)."""
-    outcome: list = []
+def _build_progress() -> "Progress":
+    """One bar per (pair, split) with images/s and ETA; transient, so only the ✓/✗ lines stay on screen."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+    from rich.text import Text
 
-    def load() -> "Model":
-        if not outcome:
-            console.print(f"Loading model [bold]{title}[/] …")
-            try:
-                outcome.append(ModelProvider.get_model(title, device=device))
-            except Exception as e:
-                outcome.append(e)
-        if isinstance(outcome[0], Exception):
-            raise outcome[0]
-        return outcome[0]
+    class ImagesPerSecond(ProgressColumn):
+        def render(self, task) -> Text:
+            return Text(f"{task.speed:,.1f} img/s" if task.speed else "… img/s", style="progress.data.speed")
 
-    return load
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), ImagesPerSecond())
+    return Progress(*columns, TimeRemainingColumn(), console=console, transient=True)
 
 
-def _build_pairs_on_ray(pairs: list[EmbeddingDefinition], splits: list[Split], ray_options: dict, **options) -> int:
-    """`_build_pairs` with each model's splits embedded on one Ray session (started or joined once)."""
-    from tti_eval.ray_engine import RayEngine, ray_session
+def _draw_build_step(progress: "Progress") -> Callable[["BuildProgress"], None]:
+    tasks: dict[tuple, int] = {}
 
-    address = ray_options.pop("address")
-    with ray_session(address):
-        console.print(f"Building on Ray ({address or 'a local cluster'}) …")
-        engines = lambda title: RayEngine(title, batch_size=options["batch_size"], **ray_options)  # noqa: E731
-        return _build_pairs(pairs, splits, engines=engines, **options)
+    def draw(step: "BuildProgress") -> None:
+        if step.split is None:
+            progress.console.print(f"Loading model [bold]{step.pair.model}[/] …")
+            return
+        key = (step.pair, step.split)
+        if key not in tasks:
+            # completed from the start: images a previous run embedded must not count towards this run's speed
+            tasks[key] = progress.add_task(
+                f"{step.pair} ({step.split.value})", total=step.total, completed=step.resumed
+            )
+        progress.update(tasks[key], completed=step.done)
+        if step.done >= step.total:
+            progress.remove_task(tasks.pop(key))
+
+    return draw
 
 
-def _build_pairs(
-    pairs: list[EmbeddingDefinition],
-    splits: list[Split],
-    engines: Callable[[str], "Engine"] | None = None,
-    **options,
-) -> int:
-    """Build each pair; a pair that fails is reported in one sentence and the others still build. Without
-    `engines` (model title -> engine) the pairs are embedded in this process."""
-    from tti_eval.compute import build_embeddings, new_progress
-
-    failed = 0
-    device = options.pop("device", None)
-    with new_progress() as progress:
-        # Pairs of one model run back to back and share one loader (or engine), so each model is loaded at most once.
-        for model_title in dict.fromkeys(pair.model for pair in pairs):
-            load_model = _load_once(model_title, device, progress.console)
-            engine = engines(model_title) if engines else None
-            for pair in (p for p in pairs if p.model == model_title):
-
-                def note(split: Split, text: str, pair: EmbeddingDefinition = pair) -> None:
-                    progress.console.print(f"[dim]•[/] {pair} ({split.value}) {text}", highlight=False)
-
-                try:
-                    built = build_embeddings(
-                        pair, splits, load_model=load_model, engine=engine, progress=progress, on_note=note, **options
-                    )
-                except TTIEvalError as e:
-                    failed += 1
-                    progress.console.print(f"[bold red]✗[/] {pair}: {e}", highlight=False)
-                    continue
-                except Exception as e:  # one broken pair must not stop the others
-                    failed += 1
-                    progress.console.print(f"[bold red]✗[/] {pair}: {type(e).__name__}: {e}", highlight=False)
-                    continue
-                for s, result in built.items():
-                    status = "[green]built[/]" if result is not None else "[dim]already cached[/]"
-                    progress.console.print(f"[green]✓[/] {pair} ({s.value}) {status}", highlight=False)
-    return failed
+def _print_pair(out: "Console", outcome: "PairBuild | str") -> None:
+    if isinstance(outcome, str):
+        out.print(f"[bold red]✗[/] {outcome}", highlight=False)
+        return
+    for split, built in outcome.built.items():
+        status = "[green]built[/]" if built else "[dim]already cached[/]"
+        out.print(f"[green]✓[/] {outcome.pair} ({split.value}) {status}", highlight=False)
 
 
 def cached_pairs(split: Split | None = None) -> list[EmbeddingDefinition]:

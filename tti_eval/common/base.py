@@ -14,15 +14,29 @@ from .errors import TTIEvalError
 from .vectors import check_vectors
 
 _SAFE_TITLE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+@-]*")
+# A title is a file or folder name in the cache, and its temporary files add a split, the host name and a pid to it;
+# 120 ASCII characters keeps all of them under the 255 bytes most file systems allow for a name.
+MAX_TITLE_LENGTH = 120
+# Names Windows reserves for devices: a folder called `con` cannot be created there, whatever its extension.
+_RESERVED_NAMES = frozenset(
+    {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
+)
 
 
 def check_title(title: str) -> str:
-    """Titles become file names in the cache, so none may climb out of it (`..`, `/`, `\\`, absolute paths)."""
+    """Titles become file names in the cache, so none may climb out of it (`..`, `/`, `\\`, absolute paths), and each
+    must be a name every common file system accepts."""
     if not _SAFE_TITLE.fullmatch(title) or ".." in title:
         raise ValueError(
             f"'{title}' is not a valid title: use letters, digits and '_', '.', '+', '@', '-' "
             "(no '/', '\\', '..', spaces, or a leading '.')"
         )
+    if len(title) > MAX_TITLE_LENGTH:
+        raise ValueError(
+            f"the title is {len(title)} characters long, too long for a file name; shorten it to {MAX_TITLE_LENGTH}"
+        )
+    if title.endswith(".") or title.split(".")[0].lower() in _RESERVED_NAMES:
+        raise ValueError(f"'{title}' cannot be a file name on Windows; choose another title")
     return title
 
 

@@ -2,8 +2,9 @@
 
 Definitions come from JSON files (the built-in `sources/` and `$TTI_EVAL_SOURCES_PATH`) and from `register(...)`
 calls. Only the validated spec is kept until an instance is asked for: a type's class is imported at that moment,
-so listing titles never imports torch, transformers or the Encord SDK. A broken file is recorded in `problems`
-(file name and field) and skipped; the others still load.
+so listing titles never imports torch, transformers or the Encord SDK. Each built-in type declares its own fields
+(a `TypeSpec` in `model/spec.py` / `dataset/spec.py`), so a definition of a built-in type is checked field by field as
+it is read. A broken file is recorded in `problems` (file name and field) and skipped; the others still load.
 """
 
 import functools
@@ -28,7 +29,8 @@ T = TypeVar("T")
 
 
 class DefinitionSpec(BaseModel):
-    """Fields shared by model and dataset definitions; any extra field is passed on to the class."""
+    """Fields shared by model and dataset definitions. A definition whose class comes from `module_path` may carry
+    extra fields: they are passed on to the class, whose `_setup` signature decides whether it accepts them."""
 
     model_config = ConfigDict(extra="allow", protected_namespaces=())
     type_field: ClassVar[str]
@@ -45,6 +47,24 @@ class DefinitionSpec(BaseModel):
     def class_kwargs(self) -> dict[str, Any]:
         """What the type's constructor receives: everything but the fields that only locate the class."""
         return self.model_dump(exclude={self.type_field, "module_path"}, exclude_none=True)
+
+
+class TypeSpec(BaseModel):
+    """Mixed into a built-in type's spec (after the kind's spec): its fields are all it accepts, and it can say, without
+    loading anything heavy, whether its source can exist on this machine."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    implementation: ClassVar[str]  # "module:Class", imported only when an instance is created
+
+    def offline_check(self) -> None:
+        """Raise DefinitionError naming the field whose source cannot exist (a missing folder, an unknown
+        architecture); must not use the network."""
+        raise NotImplementedError
+
+
+def check_path_exists(field: str, path: Path) -> None:
+    if not path.exists():
+        raise DefinitionError(f"field '{field}': {path} does not exist")
 
 
 @dataclass(frozen=True)
@@ -96,23 +116,27 @@ def _import_file(path: Path) -> Any:
     return module
 
 
-def _resolve_relative_paths(spec: DefinitionSpec, folder: Path) -> DefinitionSpec:
+def _resolve_relative_paths(data: dict[str, Any], folder: Path) -> dict[str, Any]:
     """A definition kept in git names its files relative to itself: `module_path` always, and any other field whose
     value starts with `./` or `../` (a local model directory, a checkpoint, a dataset folder). Anything else, such as
-    a hub id, is left as written."""
-    updates: dict[str, Any] = {}
-    for field, value in spec.model_dump(exclude_none=True).items():
-        text = str(value) if isinstance(value, str | Path) else None
-        if field == "module_path" or (text and text.startswith(("./", "../"))):
-            updates[field] = (folder / text).resolve()
-            if isinstance(value, str):
-                updates[field] = str(updates[field])
-    return spec.model_copy(update=updates) if updates else spec
+    a hub id, is left as written. Done on the text as written, before a path field's validation normalises `./` away."""
+    return {
+        field: str((folder / value).resolve())
+        if isinstance(value, str) and (field == "module_path" or value.startswith(("./", "../")))
+        else value
+        for field, value in data.items()
+    }
 
 
-def _describe_validation_error(error: ValidationError) -> str:
+def _describe_validation_error(error: ValidationError, spec_type: type[BaseModel]) -> str:
     first = error.errors()[0]
     field = ".".join(str(part) for part in first["loc"]) or "(root)"
+    if first["type"] == "extra_forbidden":
+        known = ", ".join(name for name in spec_type.model_fields if name not in DefinitionSpec.model_fields)
+        return (
+            f"field '{field}' is not one that {spec_type.__name__.removesuffix('Spec')} accepts "
+            f"(its own fields: {known or 'none'}); remove it or check its spelling"
+        )
     message = str(first["msg"]).removeprefix("Value error, ")
     return f"field '{field}': {message}"
 
@@ -120,7 +144,13 @@ def _describe_validation_error(error: ValidationError) -> str:
 class DefinitionRegistry(Generic[T]):
     """Titles → validated definitions → instances, for one kind of thing ("model" or "dataset")."""
 
-    def __init__(self, kind: str, spec_type: type[DefinitionSpec], base_class: str, builtin_types: Mapping[str, str]):
+    def __init__(
+        self,
+        kind: str,
+        spec_type: type[DefinitionSpec],
+        base_class: str,
+        builtin_types: Mapping[str, type[DefinitionSpec]],
+    ):
         self.kind = kind
         self.spec_type = spec_type
         self._base_class = base_class
@@ -133,11 +163,21 @@ class DefinitionRegistry(Generic[T]):
     # -- loading ----------------------------------------------------------------------------------------------------
 
     def source_folders(self) -> tuple[Path, ...]:
-        folders = [builtin_sources_path() / f"{self.kind}s"]
-        extra = get_settings().sources_path
-        if extra is not None:
-            folders.append(Path(extra) / f"{self.kind}s")
-        return tuple(folders)
+        """The built-in folder, then each `TTI_EVAL_SOURCES_PATH` folder in order (those that are folders)."""
+        extra = [folder / f"{self.kind}s" for folder in get_settings().sources_paths if folder.is_dir()]
+        return (builtin_sources_path() / f"{self.kind}s", *extra)
+
+    def _sources_path_problems(self) -> list[str]:
+        problems = []
+        for folder in get_settings().sources_paths:
+            if not folder.exists():
+                problems.append(f"TTI_EVAL_SOURCES_PATH names {folder}, which does not exist; fix or remove it.")
+            elif not folder.is_dir():
+                problems.append(
+                    f"TTI_EVAL_SOURCES_PATH names {folder}, which is a file; point it at a folder holding models/ "
+                    "and datasets/."
+                )
+        return problems
 
     def _snapshot(self) -> tuple[tuple[Path, int], ...]:
         """Every definition file with its mtime: a file added, edited or removed in a running session is seen."""
@@ -152,7 +192,7 @@ class DefinitionRegistry(Generic[T]):
         snapshot = self._snapshot()
         if snapshot == self._loaded_from:
             return
-        self._file_entries, self._problems = {}, []
+        self._file_entries, self._problems = {}, self._sources_path_problems()
         for file, _ in snapshot:
             try:
                 entry = self._read_file(file)
@@ -171,13 +211,15 @@ class DefinitionRegistry(Generic[T]):
             raise DefinitionError(f"{file}: not valid JSON ({e.msg} at line {e.lineno}); fix or remove it.") from None
         if not isinstance(data, dict):
             raise DefinitionError(f"{file}: must hold one JSON object describing a {self.kind}.")
+        data = _resolve_relative_paths(data, file.parent)
+        spec_type = self.spec_type if "module_path" in data else self.builtin_types.get(str(data.get(self.type_field)))
         try:
-            spec = self.spec_type.model_validate(data)
+            spec = (spec_type or self.spec_type).model_validate(data)
         except ValidationError as e:
             raise DefinitionError(
-                f"{file}: {_describe_validation_error(e)}; see sources/{self.kind}-definition-schema.json."
+                f"{file}: {_describe_validation_error(e, spec_type or self.spec_type)}; "
+                f"see sources/{self.kind}-definition-schema.json."
             ) from None
-        spec = _resolve_relative_paths(spec, file.parent)
         if spec.module_path is not None:
             if not spec.module_path.is_file():
                 raise DefinitionError(f"{file}: field 'module_path': {spec.module_path} does not exist.")
@@ -200,13 +242,21 @@ class DefinitionRegistry(Generic[T]):
         self._ensure_loaded()
         return list(self._problems)
 
+    @property
+    def type_field(self) -> str:
+        return self.spec_type.type_field
+
     def register(self, cls: type, title: str, **fields: Any) -> None:
-        """Add a definition for this session; it takes precedence over a file with the same title."""
-        data = {self.spec_type.type_field: cls.__name__, "title": title, **fields}
+        """Add a definition for this session; it takes precedence over a file with the same title. A built-in type's
+        fields are checked as a file's would be."""
+        data = {self.type_field: cls.__name__, "title": title, **fields}
+        builtin = self.builtin_types.get(cls.__name__)
+        spec_type = builtin if builtin and builtin.implementation == f"{cls.__module__}:{cls.__qualname__}" else None
         try:
-            spec = self.spec_type.model_validate(data)
+            spec = (spec_type or self.spec_type).model_validate(data)
         except ValidationError as e:
-            raise DefinitionError(f"Cannot register {self.kind} '{title}': {_describe_validation_error(e)}.") from None
+            reason = _describe_validation_error(e, spec_type or self.spec_type)
+            raise DefinitionError(f"Cannot register {self.kind} '{title}': {reason}.") from None
         self._check_subclass(cls, _Entry(spec=spec))
         self._session_entries[spec.title] = _Entry(spec=spec, cls=cls)
 
@@ -219,6 +269,18 @@ class DefinitionRegistry(Generic[T]):
 
     def source(self, title: str) -> Path | None:
         return self._entry(title).source
+
+    def check(self, title: str) -> None:
+        """The definition's offline check (its type's `offline_check`): raise a DefinitionError naming the file and
+        field whose source cannot exist here. A type from a `module_path` is checked by importing its class."""
+        entry = self._entry(title)
+        if isinstance(entry.spec, TypeSpec):
+            try:
+                entry.spec.offline_check()
+            except DefinitionError as e:
+                raise DefinitionError(f"{entry.origin}: {str(e).rstrip('.')}; fix it in the definition.") from None
+        else:
+            self.get_class(title)
 
     def get_class(self, title: str) -> type[T]:
         entry = self._entry(title)
@@ -254,13 +316,15 @@ class DefinitionRegistry(Generic[T]):
     def _resolve_class(self, entry: _Entry) -> type:
         name = entry.spec.type_name
         if entry.spec.module_path is None:
-            return _import_string(self.builtin_types[name])
+            return _import_string(self.builtin_types[name].implementation)
         try:
             module = _import_file(entry.spec.module_path)
-        except Exception as e:
+        except (Exception, SystemExit) as e:  # a module that exits or raises at import is a broken definition
+            reason = f"it called sys.exit({e.code!r})" if isinstance(e, SystemExit) else f"{type(e).__name__}: {e}"
             raise DefinitionError(
-                f"{entry.origin}: field 'module_path': importing {entry.spec.module_path} failed ({e})."
-            ) from e
+                f"{entry.origin}: field 'module_path': importing {entry.spec.module_path} failed ({reason}); "
+                "fix that module."
+            ) from None
         cls = getattr(module, name, None)
         if cls is None:
             raise DefinitionError(

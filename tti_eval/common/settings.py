@@ -34,10 +34,16 @@ class Settings(BaseSettings):
 
     cache_path: Path = Field(default_factory=_default_cache_path, validation_alias="TTI_EVAL_CACHE_PATH")
     output_path: Path = Field(default=Path("output"), validation_alias="TTI_EVAL_OUTPUT_PATH")
-    sources_path: Path | None = Field(default=None, validation_alias="TTI_EVAL_SOURCES_PATH")
+    # Several folders may be given, separated by os.pathsep (':' here, ';' on Windows), read in that order.
+    sources_path: str | None = Field(default=None, validation_alias="TTI_EVAL_SOURCES_PATH")
     encord_ssh_key_path: Path | None = Field(
         default=None, validation_alias=AliasChoices("ENCORD_SSH_KEY_PATH", "TTI_EVAL_ENCORD_SSH_KEY_PATH")
     )
+
+    @property
+    def sources_paths(self) -> list[Path]:
+        """The folders named by `TTI_EVAL_SOURCES_PATH`, in order; empty entries (a stray separator) are dropped."""
+        return [Path(part).expanduser() for part in (self.sources_path or "").split(os.pathsep) if part]
 
     @property
     def embeddings_path(self) -> Path:

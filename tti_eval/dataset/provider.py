@@ -3,18 +3,10 @@ from typing import TYPE_CHECKING, Any
 from tti_eval.common.base import Split
 from tti_eval.common.registry import DefinitionRegistry
 
-from .spec import DatasetDefinitionSpec
+from .spec import BUILTIN_DATASET_TYPES, DatasetDefinitionSpec
 
 if TYPE_CHECKING:
     from .base import Dataset
-
-# Strings, not classes: the Encord SDK, `datasets` and torch are imported only when a dataset of that type is loaded.
-BUILTIN_DATASET_TYPES = {
-    "HFDataset": "tti_eval.dataset.types.hugging_face:HFDataset",
-    "ImageFolderDataset": "tti_eval.dataset.types.image_folder:ImageFolderDataset",
-    "EncordDataset": "tti_eval.dataset.types.encord_ds:EncordDataset",
-    "DigitsDataset": "tti_eval.dataset.types.digits:DigitsDataset",
-}
 
 _registry: DefinitionRegistry["Dataset"] = DefinitionRegistry(
     "dataset", DatasetDefinitionSpec, "tti_eval.dataset.base:Dataset", BUILTIN_DATASET_TYPES

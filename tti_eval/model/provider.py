@@ -2,18 +2,10 @@ from typing import TYPE_CHECKING, Any
 
 from tti_eval.common.registry import DefinitionRegistry
 
-from .spec import ModelDefinitionSpec
+from .spec import BUILTIN_MODEL_TYPES, ModelDefinitionSpec
 
 if TYPE_CHECKING:
     from .base import Model
-
-# Strings, not classes: a type's module (and torch with it) is imported only when a model of that type is loaded.
-BUILTIN_MODEL_TYPES = {
-    "HFModel": "tti_eval.model.types.hugging_face:HFModel",
-    "OpenCLIPModel": "tti_eval.model.types.open_clip_model:OpenCLIPModel",
-    "LocalCLIPModel": "tti_eval.model.types.open_clip_model:LocalCLIPModel",
-    "DigitsCLIPModel": "tti_eval.model.types.digits_clip:DigitsCLIPModel",
-}
 
 _registry: DefinitionRegistry["Model"] = DefinitionRegistry(
     "model", ModelDefinitionSpec, "tti_eval.model.base:Model", BUILTIN_MODEL_TYPES

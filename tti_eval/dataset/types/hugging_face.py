@@ -8,19 +8,11 @@ from PIL import Image
 
 from tti_eval.common.base import Split
 from tti_eval.common.errors import DefinitionError, TTIEvalError
+from tti_eval.common.hub import require_hub
 from tti_eval.dataset.base import Dataset
 from tti_eval.dataset.images import decode_image
+from tti_eval.dataset.spec import check_no_loading_script, local_source
 from tti_eval.dataset.splits import CARVABLE_SPLITS, select_carved_split
-
-
-def _local_path(title_in_source: str) -> Path | None:
-    """The folder a definition points at, or None for a hub name; a path-like name that is not there is an error."""
-    path = Path(title_in_source).expanduser()
-    if path.exists():
-        return path
-    if path.is_absolute() or title_in_source.startswith((".", "~")):
-        raise DefinitionError(f"Dataset folder {path} does not exist; fix 'title_in_source' in the definition.")
-    return None
 
 
 class HFDataset(Dataset):
@@ -64,8 +56,12 @@ class HFDataset(Dataset):
         self._rows = rows.cast_column(self._image_column, datasets.Image(decode=False))
 
     def _load(self, **load_kwargs: Any) -> datasets.DatasetDict:
-        local = self._local = _local_path(self.title_in_source)
+        local = self._local = local_source(self.title_in_source)
+        if local:
+            check_no_loading_script(self.title, local)
         source = str(local) if local else self.title_in_source
+        if not local:
+            require_hub(f"Dataset '{self.title}'", source)
         try:
             loaded = datasets.load_dataset(source, cache_dir=str(self.cache_dir), **load_kwargs)
         except (OSError, ValueError, datasets.exceptions.DatasetNotFoundError) as e:

@@ -11,7 +11,9 @@ from transformers import AutoModel, AutoProcessor, AutoTokenizer
 from transformers.image_processing_base import ImageProcessingMixin
 
 from tti_eval.common.errors import TTIEvalError
+from tti_eval.common.hub import require_hub
 from tti_eval.model.base import Model
+from tti_eval.model.spec import looks_like_local_path
 
 
 class HFImagePreprocessor:
@@ -22,11 +24,6 @@ class HFImagePreprocessor:
 
     def __call__(self, images: Sequence[Image.Image]) -> torch.Tensor:
         return self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
-
-
-def _looks_like_path(name: str) -> bool:
-    # Hub ids are "name" or "org/name"; anything else that names a folder is meant as a local directory.
-    return name.startswith((".", "~", "/", "\\")) or Path(name).is_absolute() or name.count("/") > 1 or "\\" in name
 
 
 def _features(output: Any) -> torch.Tensor:
@@ -45,11 +42,13 @@ class HFModel(Model):
     def _setup(self, trust_remote_code: bool = False) -> None:
         source = self.title_in_source
         local = Path(source).expanduser()
-        if _looks_like_path(source) and not local.is_dir():
+        if looks_like_local_path(source) and not local.is_dir():
             raise TTIEvalError(
                 f"Model '{self.title}': the directory '{source}' does not exist; fix title_in_source in its definition."
             )
         location = str(local) if local.is_dir() else source
+        if not local.is_dir():
+            require_hub(f"Model '{self.title}'", source)
         options = {"cache_dir": self.cache_dir, "trust_remote_code": trust_remote_code}
         try:
             self.model = AutoModel.from_pretrained(location, dtype=torch.float32, **options)

@@ -18,6 +18,7 @@ from huggingface_hub import constants as hub_constants
 from PIL import Image
 
 from tti_eval.common.errors import DefinitionError, TTIEvalError
+from tti_eval.common.hub import require_hub
 from tti_eval.model.base import Model, model_cache_dir
 
 OPEN_CLIP_CONFIGS_PATH = Path(__file__).resolve().parent.parent / "open_clip_configs"
@@ -38,6 +39,39 @@ def register_model_configs(path: str | Path) -> None:
 
 
 register_model_configs(OPEN_CLIP_CONFIGS_PATH)
+
+
+def check_open_clip_source(name: str, pretrained: str | None, model_config_path: str | Path | None) -> None:
+    """What can be told about an open_clip source without loading it: the architecture is known (after registering
+    `model_config_path`), a `pretrained` tag belongs to it or names a file, a `local-dir:` folder exists. Raises a
+    DefinitionError naming the field; `hf-hub:` names cannot be checked offline."""
+    if model_config_path is not None:
+        if not Path(model_config_path).expanduser().exists():
+            raise DefinitionError(
+                f"field 'model_config_path': {model_config_path} does not exist; point it at an OpenCLIP architecture "
+                "JSON file"
+            )
+        register_model_configs(model_config_path)
+    if name.startswith("local-dir:"):
+        folder = Path(name.removeprefix("local-dir:")).expanduser()
+        if not folder.is_dir():
+            raise DefinitionError(f"field 'title_in_source': the folder {folder} does not exist")
+        return
+    if name.startswith(_SCHEMA_PREFIXES):
+        return
+    architecture = name.replace("/", "-")  # open_clip's own lookup rule
+    if open_clip.get_model_config(architecture) is None:
+        close = difflib.get_close_matches(architecture, open_clip.list_models(), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise DefinitionError(
+            f"field 'title_in_source': OpenCLIP has no architecture '{name}'{hint}; use a name from "
+            "open_clip.list_models(), an hf-hub: or local-dir: name, or register its JSON with model_config_path"
+        )
+    if pretrained and not open_clip.get_pretrained_cfg(architecture, pretrained) and not Path(pretrained).is_file():
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(architecture)) or "none"
+        raise DefinitionError(
+            f"field 'pretrained': '{pretrained}' is neither a checkpoint file nor a tag of {name} (tags: {tags})"
+        )
 
 
 class OpenCLIPPreprocessor:
@@ -92,16 +126,13 @@ class OpenCLIPModel(Model):
         return super().source_paths(title, source, **fields)
 
     def _setup(self, pretrained: str | None = None, model_config_path: str | Path | None = None) -> None:
-        if model_config_path is not None:
-            if not Path(model_config_path).expanduser().exists():
-                raise DefinitionError(
-                    f"Model '{self.title}': model_config_path '{model_config_path}' does not exist; point it at an "
-                    "OpenCLIP architecture JSON file."
-                )
-            register_model_configs(model_config_path)
         name = self.title_in_source
-        if not name.startswith(_SCHEMA_PREFIXES):
-            self._check_architecture(name, pretrained)
+        try:  # the two usual typos get a clear sentence before open_clip buries them in a long message
+            check_open_clip_source(name, pretrained, model_config_path)
+        except DefinitionError as e:
+            raise DefinitionError(f"Model '{self.title}': {str(e).rstrip('.')}; fix it in its definition.") from None
+        if name.startswith("hf-hub:") or (pretrained and not Path(pretrained).is_file()):
+            require_hub(f"Model '{self.title}'", name if name.startswith("hf-hub:") else f"{name} ({pretrained})")
         try:
             self.model, _, transform = open_clip.create_model_and_transforms(
                 name, pretrained=pretrained, device=self.device, cache_dir=str(self.cache_dir), weights_only=True
@@ -117,23 +148,6 @@ class OpenCLIPModel(Model):
             ) from None
         self.model.eval()
         self.transform = transform
-
-    def _check_architecture(self, name: str, pretrained: str | None) -> None:
-        """Clear errors for the two usual typos, before open_clip buries them in a long message."""
-        architecture = name.replace("/", "-")  # open_clip's own lookup rule
-        if open_clip.get_model_config(architecture) is None:
-            close = difflib.get_close_matches(architecture, open_clip.list_models(), n=3)
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise TTIEvalError(
-                f"Model '{self.title}': OpenCLIP has no architecture '{name}'{hint}; use a name from "
-                "open_clip.list_models(), an hf-hub: or local-dir: name, or register its JSON with model_config_path."
-            )
-        if pretrained and not open_clip.get_pretrained_cfg(architecture, pretrained) and not Path(pretrained).is_file():
-            tags = ", ".join(open_clip.list_pretrained_tags_by_model(architecture)) or "none"
-            raise TTIEvalError(
-                f"Model '{self.title}': pretrained '{pretrained}' is neither a checkpoint file nor a tag of {name} "
-                f"(tags: {tags}); fix pretrained in its definition."
-            )
 
     def image_input_size(self) -> int | None:
         size = getattr(self.model.visual, "image_size", None)
