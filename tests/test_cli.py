@@ -246,3 +246,15 @@ def test_cached_pairs_need_no_definition_to_be_evaluated(built, output_path, tmp
 def test_evaluate_all_and_named_pairs_do_not_mix(cli_env):
     result = invoke("evaluate", "--all", "-md", f"{MODELS[0]}/{DATASET}")
     assert result.exit_code == 1 and "not both" in result.output
+
+
+def test_evaluate_approximate_search_marks_scores_and_notes_recall(cli_env):
+    result = invoke("evaluate", "-md", f"{MODELS[0]}/{DATASET}", "-e", "wknn", "--search", "Approximate", "--save")
+    assert result.exit_code == 0, result.output
+    assert "≈" in result.output and "recall@11" in " ".join(result.output.split())
+    (csv_path,) = (cli_env / "evaluations").glob("eval_*.csv")
+    (row,) = list(csv.DictReader(csv_path.open()))
+    assert "Approximate search (IVF" in row["Note"] and "recall@11" in row["Note"]
+    assert "≈" not in invoke("evaluate", "-md", f"{MODELS[0]}/{DATASET}", "-e", "wknn", "--search", "EXACT").output
+    result = invoke("evaluate", "-md", f"{MODELS[0]}/{DATASET}", "--search", "fast")
+    assert result.exit_code == 1 and "There is no search 'fast'; choose exact, approximate or auto." in result.output

@@ -19,7 +19,7 @@ from tti_eval.evaluation import (
     get_evaluator,
 )
 from tti_eval.evaluation._metrics import bootstrap, classification_scores, mean_per_class_recall, top_k_hits
-from tti_eval.evaluation.neighbours import search_neighbours
+from tti_eval.evaluation._neighbours import search_neighbours
 from tti_eval.evaluation.utils import normalize, softmax
 
 # ---------------------------------------------------------------- references: plain loops, float64, full matrices
@@ -110,8 +110,18 @@ def with_duplicates(train: Embeddings, val: Embeddings, copies: int = 1, step: i
     return Embeddings(images=images, labels=labels, classes=train.classes)
 
 
+def collapsed(train: Embeddings, val: Embeddings, spread: float = 1e-4) -> tuple[Embeddings, Embeddings]:
+    """Both sets squeezed to within `spread` of one direction, like an untrained model's embeddings."""
+    direction = np.random.default_rng(99).normal(size=train.images.shape[1])
+    squeeze = lambda e: Embeddings(  # noqa: E731
+        images=(direction + spread * e.images).astype(np.float32), labels=e.labels, classes=e.classes
+    )
+    return squeeze(train), squeeze(val)
+
+
 CASES = {
     "clustered": lambda: pair(),
+    "near-collapsed": lambda: collapsed(*pair(seed=6)),
     "exact duplicates": lambda: (lambda t, v: (with_duplicates(t, v), v))(*pair(seed=1)),
     "absent from validation": lambda: pair(seed=2, val_classes=[0, 2, 3]),
     "single class": lambda: pair(seed=3, num_classes=1, n_train=40, n_val=12),

@@ -204,7 +204,7 @@ BROKEN_DEFINITIONS = {
     "local-clip-pretrained": (LocalCLIPModel, {"pretrained": "{tmp}/x.pt"}, "checkpoint_path, not pretrained"),
     "missing-model-config": (OpenCLIPModel, {"model_config_path": "{tmp}/arch.json"}, "{tmp}/arch.json"),
     "missing-local-dir": (OpenCLIPModel, {"title_in_source": "local-dir:{tmp}/none"}, "{tmp}/none"),
-    "unknown-architecture": (OpenCLIPModel, {"title_in_source": "ViT-B-322"}, "did you mean ViT-B-32"),
+    "unknown-architecture": (OpenCLIPModel, {"title_in_source": "ViT-B-322"}, "Did you mean 'ViT-B-32'"),
     "bad-pretrained-tag": (OpenCLIPModel, {"title_in_source": "ViT-B-32", "pretrained": "laion9"}, "laion2b_e16"),
     "offline-openclip-hub": (OpenCLIPModel, {"title_in_source": "hf-hub:tti-eval-nobody/none"}, "HF_HUB_OFFLINE"),
     "missing-hf-dir": (HFModel, {"title_in_source": "{tmp}/no-such-dir"}, "{tmp}/no-such-dir"),

@@ -224,7 +224,7 @@ DIGITS = {"dataset_type": "DigitsDataset", "title": "my-digits"}
         (
             "models",
             DIGITS_CLIP | {"training_dataset": "digitz"},
-            "'digitz' is not a known dataset (did you mean 'digits'",
+            "'digitz' is not a known dataset; name one that `tti-eval list --all` shows. Did you mean 'digits'",
         ),
         ("models", DIGITS_CLIP | {"seed": 1.5}, "field 'seed'"),
         ("models", {"model_type": "HFModel", "title": "x", "trust_remote_code": "yes"}, "field 'trust_remote_code'"),

@@ -274,17 +274,27 @@ def evaluate(
         bool,
         typer.Option("--cross-validate", help=_cross_validate_help(LinearProbeClassifier.get_default_params())),
     ] = False,
+    search: Annotated[
+        str,
+        typer.Option(
+            "--search",
+            help="Neighbour search for wKNN and I2IR: exact, approximate (a faiss IVF index; the note gives its "
+            "measured recall) or auto (exact up to 1e12 = n_train × n_val × dim).",
+        ),
+    ] = "auto",
 ) -> None:
     """Score cached embeddings with every evaluator (or those chosen with -e), with 95 % bootstrap intervals."""
     from rich.progress import Progress
 
     from tti_eval.common.cache import build_command
     from tti_eval.evaluation import get_evaluator, run_evaluation
+    from tti_eval.evaluation._approximate import parse_search
 
     # Titles are looked up (in any letter case) when the command runs, so an evaluator a plugin registers after this
     # module loaded is still found, and an unknown one gets the registry's suggestion.
     evaluators = [get_evaluator(title) for title in evaluator or []] or list(EVALUATORS.values())
     evaluators = list(dict.fromkeys(evaluators))
+    search_mode = parse_search(search)  # a misspelt mode fails before any work
     if all_ and model_dataset:
         raise TTIEvalError("Give either --all or --model-dataset pairs, not both.")
     if all_:
@@ -315,6 +325,7 @@ def evaluate(
             evaluators,
             pairs,
             params={LinearProbeClassifier.title(): {"cross_validate": True}} if cross_validate else None,
+            search=search_mode,
             progress=lambda done, total, what: progress.update(task, completed=done, description=what),
         )
     for problem in run.problems:
@@ -354,17 +365,20 @@ def scores_table(title: str, results: "Sequence[EvaluationResult]") -> "Table":
 
     datasets = list(dict.fromkeys(r.dataset for r in results))
     models = list(dict.fromkeys(r.model for r in results))
-    cells = {(r.model, r.dataset): r.score for r in results}
+    cells = {(r.model, r.dataset): r for r in results}
     metric = results[0].main_metric.label
-    table = Table(title=f"{title}: {metric} [dim](95 % interval in brackets)[/]", title_justify="left")
+    marked = "≈ approximate search (see the note), " if any(r.approximate for r in results) else ""
+    table = Table(title=f"{title}: {metric} [dim]({marked}95 % interval in brackets)[/]", title_justify="left")
     table.add_column("Model")
     for dataset in datasets:
         table.add_column(dataset, justify="right")
     for model in models:
         row = [model]
         for dataset in datasets:
-            score = cells.get((model, dataset))
-            row.append(f"{score.value:.4f} [dim]({score.low:.3f}–{score.high:.3f})[/]" if score else "")
+            result = cells.get((model, dataset))
+            score = result.score if result else None
+            mark = "≈ " if result and result.approximate else ""
+            row.append(f"{mark}{score.value:.4f} [dim]({score.low:.3f}–{score.high:.3f})[/]" if score else "")
         table.add_row(*row)
     notes = [f"{r.model}/{r.dataset}: {r.note}" for r in results if r.note]
     table.caption, table.caption_justify = "\n".join(notes) or None, "left"

@@ -49,7 +49,8 @@ def _outcome() -> np.ndarray | None:
 
 @dataclass(frozen=True)
 class EvaluationResult:
-    """All metrics of one evaluator on one (model, dataset) pair; `note` says anything that qualifies them.
+    """All metrics of one evaluator on one (model, dataset) pair; `note` says anything that qualifies them, and
+    `approximate` that they come from an approximate neighbour search (whose recall the note gives).
 
     The per-item outcomes the metrics were computed from are kept, as plain numpy arrays, so that paired comparisons
     between models on the same images need no re-run (arrays an evaluator does not produce are None):
@@ -68,6 +69,7 @@ class EvaluationResult:
     main_metric: Metric
     metrics: dict[str, Score]
     note: str = ""
+    approximate: bool = False
     labels: np.ndarray | None = _outcome()
     predictions: np.ndarray | None = _outcome()
     top5_hits: np.ndarray | None = _outcome()

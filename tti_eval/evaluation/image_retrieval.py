@@ -11,7 +11,7 @@ from ._metrics import N_RESAMPLES, SEED, Metric, Score, mean_score
 from .base import EvaluationModel, EvaluatorSpec, register_evaluator
 
 if TYPE_CHECKING:  # the search module imports faiss, which `tti-eval --help` must not wait for
-    from .neighbours import Neighbours
+    from ._neighbours import Neighbours
 
 # Precision at R, R being the number of relevant items (here capped at k): the original tool printed it as "accuracy".
 R_PRECISION = Metric("r_precision", "R-precision")
@@ -56,7 +56,7 @@ class I2IRetrievalEvaluator(EvaluationModel):
     @cached_property
     def per_query_scores(self) -> np.ndarray:
         """Each train image's retrieval score (float64, [n_train])."""
-        from .neighbours import search_neighbours
+        from ._neighbours import search_neighbours
 
         train, val = self._train, self._val
         neighbours = (

@@ -11,7 +11,7 @@ from .base import ClassificationModel, EvaluatorSpec, register_evaluator
 from .utils import normalize, softmax
 
 if TYPE_CHECKING:  # the search module imports faiss, which `tti-eval --help` must not wait for
-    from .neighbours import Neighbours
+    from ._neighbours import Neighbours
 
 # Validation rows per chunk when re-measuring distances: the gathered neighbours are [rows, k, dim] floats.
 _ROWS = 512
@@ -61,7 +61,7 @@ class WeightedKNNClassifier(ClassificationModel):
         self._neighbours = neighbours
 
     def _predict(self) -> tuple[np.ndarray, np.ndarray]:
-        from .neighbours import search_neighbours
+        from ._neighbours import search_neighbours
 
         train, val = self._train, self._val
         neighbours = (
@@ -73,11 +73,12 @@ class WeightedKNNClassifier(ClassificationModel):
         probabilities = np.empty((len(val.images), self.num_classes), dtype=np.float32)
         for rows in row_chunks(len(nearest), _ROWS):
             indices = nearest[rows]
-            # Re-measured as |a - b|² rather than taken from the search's |a|² + |b|² - 2a·b, whose rounding noise
-            # around 0 would turn exact copies into huge finite votes and be magnified by 1/d² for near copies.
-            neighbour_unit = normalize(train.images[indices.ravel()]).reshape(*indices.shape, -1)
-            difference = neighbour_unit - normalize(val.images[rows])[:, None, :]
-            squared = np.einsum("nkd,nkd->nk", difference, difference, dtype=np.float64)
+            # Re-measured as |a - b|² in float64, the distance the neighbours are ranked by, rather than taken from a
+            # float32 |a|² + |b|² - 2a·b, whose rounding noise around 0 would turn exact copies into huge finite
+            # votes and be magnified by 1/d² for near copies (and swamps every distance of a near-collapsed set).
+            neighbour_unit = normalize(train.images[indices.ravel()].astype(np.float64)).reshape(*indices.shape, -1)
+            difference = neighbour_unit - normalize(val.images[rows].astype(np.float64))[:, None, :]
+            squared = np.einsum("nkd,nkd->nk", difference, difference)
             probabilities[rows] = vote_probabilities(squared, train.labels[indices], self.num_classes)
         return probabilities, probabilities.argmax(axis=1)
 

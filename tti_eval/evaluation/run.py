@@ -14,6 +14,8 @@ from tti_eval.common.cache import load_embeddings, load_metadata
 from tti_eval.common.errors import TTIEvalError
 from tti_eval.common.vectors import check_vectors
 
+from ._approximate import Search, approximate_neighbours, is_approximate
+from ._collapse import collapse_note
 from ._metrics import N_RESAMPLES, SEED, EvaluationResult
 from .base import EvaluationModel
 
@@ -37,16 +39,19 @@ def evaluate_embeddings(
     dataset: str = "",
     n_resamples: int = N_RESAMPLES,
     seed: int = SEED,
+    search: str | Search = Search.AUTO,
     on_evaluator: Callable[[int, str], None] | None = None,
 ) -> EvaluationRun:
     """Run `evaluators` on one pair of splits; `params` maps an evaluator's title to its parameters (a parameter it
     does not have, or a value out of range, raises `InvalidParametersError` before any work).
 
     Evaluators that read nearest neighbours (wKNN, I2IR) share one search of the pair, sized for the largest k
-    each direction needs, so the distances between the two sets are computed once.
+    each direction needs, so the distances between the two sets are computed once. `search` is exact, approximate
+    or auto (exact below `EXACT_LIMIT` multiply-adds); an approximate search marks its results and notes its recall.
     """
-    from .neighbours import search_neighbours  # imports faiss
+    from ._neighbours import search_neighbours  # imports faiss
 
+    approximate = is_approximate(search, len(train.images), len(validation.images), train.images.shape[-1])
     settings = _settings(evaluators, params)
     pair = f"{model}/{dataset}" if model or dataset else "these embeddings"
     try:  # report bad vectors once for the pair, rather than as one identical complaint per evaluator
@@ -56,7 +61,8 @@ def evaluate_embeddings(
         return EvaluationRun([], [f"{pair} was not evaluated: {_clause(error)}"])
     requests = [e.spec.neighbour_request(settings[e.title()]) for e in evaluators]
     k_val_to_train, k_train_to_val = (max((r[i] for r in requests), default=0) for i in (0, 1))
-    shared = None
+    shared, search_notes = None, {}
+    collapsed = collapse_note(train.images, validation.images, seed=seed)
     results: list[EvaluationResult] = []
     problems: list[str] = []
     for index, (evaluator_type, request) in enumerate(zip(evaluators, requests, strict=True)):
@@ -69,7 +75,11 @@ def evaluate_embeddings(
         kwargs = settings[title].model_dump()
         try:
             if any(request):
-                if shared is None:
+                if shared is None and approximate:
+                    shared, search_notes = approximate_neighbours(
+                        train.images, validation.images, k_val_to_train, k_train_to_val, seed=seed
+                    )
+                elif shared is None:
                     shared = search_neighbours(train.images, validation.images, k_val_to_train, k_train_to_val)
                 kwargs["neighbours"] = shared
             evaluator = evaluator_type(train, validation, num_classes=num_classes, **kwargs)
@@ -77,9 +87,14 @@ def evaluate_embeddings(
         except TTIEvalError as error:
             problems.append(f"{title} failed on {pair}: {_clause(error)}")
             continue
-        note = " ".join(evaluator.notes)
+        searched = [search_notes[direction] for direction, k in enumerate(request) if k and direction in search_notes]
+        note = " ".join(part for part in (*evaluator.notes, *searched, collapsed) if part)
         main = evaluator_type.spec.main_metric
-        results.append(EvaluationResult(model, dataset, title, main, metrics, note, **evaluator.outcomes()))
+        results.append(
+            EvaluationResult(
+                model, dataset, title, main, metrics, note, approximate=bool(searched), **evaluator.outcomes()
+            )
+        )
     return EvaluationRun(results, problems)
 
 
@@ -90,6 +105,7 @@ def run_evaluation(
     params: dict[str, dict[str, Any]] | None = None,
     n_resamples: int = N_RESAMPLES,
     seed: int = SEED,
+    search: str | Search = Search.AUTO,
     progress: ProgressCallback | None = None,
 ) -> EvaluationRun:
     """Evaluate every cached pair in `definitions` with every evaluator (train fits, validation scores).
@@ -120,6 +136,7 @@ def run_evaluation(
             dataset=definition.dataset,
             n_resamples=n_resamples,
             seed=seed,
+            search=search,
             on_evaluator=_step_reporter(progress, position * len(evaluators), total, definition),
         )
         results.extend(run.results)

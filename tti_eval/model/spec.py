@@ -5,13 +5,13 @@ Light to import (no torch, no open_clip), so every file in `sources/` is checked
 look, short of loading, at whether the named source can exist at all.
 """
 
-import difflib
 from pathlib import Path
 from typing import ClassVar
 
 from pydantic import Field, field_validator
 
 from tti_eval.common.registry import DefinitionSpec, TypeSpec, check_path_exists
+from tti_eval.common.title_registry import did_you_mean
 
 
 class ModelDefinitionSpec(DefinitionSpec):
@@ -90,9 +90,8 @@ def _known_dataset(title: str) -> str:
 
     titles = DatasetProvider.list_dataset_titles()
     if title not in titles:
-        close = difflib.get_close_matches(title, titles, n=3, cutoff=0.5)
-        hint = f" (did you mean {', '.join(repr(t) for t in close)}?)" if close else ""
-        raise ValueError(f"'{title}' is not a known dataset{hint}; name one that `tti-eval list --all` shows")
+        hint = did_you_mean(title, titles)
+        raise ValueError(f"'{title}' is not a known dataset; name one that `tti-eval list --all` shows. {hint}".strip())
     return title
 
 

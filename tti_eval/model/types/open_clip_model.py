@@ -4,7 +4,6 @@ Every `*.json` architecture in `tti_eval/model/open_clip_configs/` is registered
 imported, so a file `my-arch.json` there makes `my-arch` usable as `title_in_source`.
 """
 
-import difflib
 import pickle
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,6 +18,7 @@ from PIL import Image
 
 from tti_eval.common.errors import DefinitionError, TTIEvalError
 from tti_eval.common.hub import require_hub
+from tti_eval.common.title_registry import did_you_mean
 from tti_eval.model.base import Model, model_cache_dir
 
 OPEN_CLIP_CONFIGS_PATH = Path(__file__).resolve().parent.parent / "open_clip_configs"
@@ -61,11 +61,10 @@ def check_open_clip_source(name: str, pretrained: str | None, model_config_path:
         return
     architecture = name.replace("/", "-")  # open_clip's own lookup rule
     if open_clip.get_model_config(architecture) is None:
-        close = difflib.get_close_matches(architecture, open_clip.list_models(), n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise DefinitionError(
-            f"field 'title_in_source': OpenCLIP has no architecture '{name}'{hint}; use a name from "
-            "open_clip.list_models(), an hf-hub: or local-dir: name, or register its JSON with model_config_path"
+            f"field 'title_in_source': OpenCLIP has no architecture '{name}'; use a name from "
+            "open_clip.list_models(), an hf-hub: or local-dir: name, or register its JSON with model_config_path. "
+            + did_you_mean(architecture, open_clip.list_models())
         )
     if pretrained and not open_clip.get_pretrained_cfg(architecture, pretrained) and not Path(pretrained).is_file():
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(architecture)) or "none"

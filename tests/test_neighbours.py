@@ -1,0 +1,211 @@
+"""The shared neighbour search against a slow float64 reference written here, in the regimes where float32 fails."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tti_eval.common.base import Embeddings
+from tti_eval.common.errors import TTIEvalError
+from tti_eval.evaluation import I2IRetrievalEvaluator, WeightedKNNClassifier
+from tti_eval.evaluation import _approximate as approximate
+from tti_eval.evaluation._approximate import EXACT_LIMIT, Search, is_approximate, parse_search, recall_at_k
+from tti_eval.evaluation._collapse import collapse_note, mean_pair_cosine
+from tti_eval.evaluation._neighbours import search_neighbours
+from tti_eval.evaluation.run import evaluate_embeddings
+
+
+def reference(queries: np.ndarray, others: np.ndarray, k: int) -> np.ndarray:
+    """Each query's k nearest others by float64 squared distance between unit rows, ties to the lower index."""
+    q = queries.astype(np.float64) / np.sqrt((queries.astype(np.float64) ** 2).sum(axis=1, keepdims=True))
+    o = others.astype(np.float64) / np.sqrt((others.astype(np.float64) ** 2).sum(axis=1, keepdims=True))
+    distances = ((q[:, None, :] - o[None, :, :]) ** 2).sum(axis=-1)
+    return np.array([np.argsort(row, kind="stable")[:k] for row in distances])
+
+
+def assert_exact(train: np.ndarray, val: np.ndarray, k_val_to_train: int, k_train_to_val: int, tile: int) -> None:
+    found = search_neighbours(train, val, k_val_to_train, k_train_to_val, tile=tile)
+    np.testing.assert_array_equal(found.val_to_train, reference(val, train, min(k_val_to_train, len(train))))
+    np.testing.assert_array_equal(found.train_to_val, reference(train, val, min(k_train_to_val, len(val))))
+
+
+def near_collapsed(rng, n: int, dim: int, spread: float = 1e-4) -> np.ndarray:
+    """Every row within `spread` of one direction, like the embeddings of an untrained model."""
+    direction = np.random.default_rng(7).normal(size=dim)
+    return (direction + spread * rng.normal(size=(n, dim))).astype(np.float32)
+
+
+def lattice(rng, n: int, dim: int) -> np.ndarray:
+    """Rows with four entries ±0.5 and zeros elsewhere: unit norm exactly, so that distances are exact multiples of
+    1/4 and most of them tie exactly."""
+    rows = np.zeros((n, dim), dtype=np.float32)
+    for row in rows:
+        row[rng.choice(dim, 4, replace=False)] = rng.choice([-0.5, 0.5], 4)
+    return rows
+
+
+# Small sets with few dimensions, which faiss computes directly, and larger ones, which it hands to BLAS.
+SHAPES = {"small": (40, 12, 8), "large": (600, 250, 96)}
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize("tile", [7, 2048])
+def test_near_collapsed_sets_match_the_float64_reference(shape, tile):
+    rng = np.random.default_rng(1)
+    n_train, n_val, dim = SHAPES[shape]
+    assert_exact(near_collapsed(rng, n_train, dim), near_collapsed(rng, n_val, dim), 11, 100, tile)
+
+
+@pytest.mark.parametrize("spread", [1e-2, 1e-6])
+def test_collapse_at_other_scales_matches_the_float64_reference(spread):
+    rng = np.random.default_rng(2)
+    assert_exact(near_collapsed(rng, 300, 64, spread), near_collapsed(rng, 120, 64, spread), 11, 40, 64)
+
+
+@pytest.mark.parametrize("tile", [5, 2048])
+def test_lattice_with_many_exact_ties_matches_the_float64_reference(tile):
+    rng = np.random.default_rng(3)
+    assert_exact(lattice(rng, 300, 12), lattice(rng, 90, 12), 11, 40, tile)
+
+
+def test_duplicates_and_near_exact_ties_match_the_float64_reference():
+    rng = np.random.default_rng(4)
+    val = rng.normal(size=(60, 32)).astype(np.float32)
+    nudged = val + 1e-6 * rng.normal(size=val.shape).astype(np.float32)  # near-exact ties around every copy
+    train = np.concatenate([rng.normal(size=(100, 32)), val, val, nudged, 3 * val]).astype(np.float32)
+    assert_exact(train[rng.permutation(len(train))], val, 11, 20, 64)
+
+
+def test_well_spread_sets_match_the_float64_reference():
+    rng = np.random.default_rng(5)
+    assert_exact(
+        rng.normal(size=(700, 48)).astype(np.float32), rng.normal(size=(200, 48)).astype(np.float32), 11, 100, 256
+    )
+
+
+_RUN_ELSEWHERE = """
+import hashlib, json, sys
+import faiss, numpy as np
+sys.path.insert(0, {tests!r})
+from test_neighbours import lattice, near_collapsed
+from tti_eval.common.base import Embeddings
+from tti_eval.common.errors import TTIEvalError
+from tti_eval.evaluation import I2IRetrievalEvaluator, WeightedKNNClassifier
+from tti_eval.evaluation import _approximate as approximate
+from tti_eval.evaluation._approximate import EXACT_LIMIT, Search, is_approximate, parse_search, recall_at_k
+from tti_eval.evaluation._collapse import collapse_note, mean_pair_cosine
+from tti_eval.evaluation._neighbours import search_neighbours
+from tti_eval.evaluation.run import evaluate_embeddings
+faiss.omp_set_num_threads({threads})
+rng = np.random.default_rng(6)
+digests = []
+sets = [(near_collapsed(rng, 3000, 96), near_collapsed(rng, 900, 96)), (lattice(rng, 900, 10), lattice(rng, 300, 10))]
+for train, val in sets:
+    found = search_neighbours(train, val, 11, 100, tile={tile})
+    digests.append(hashlib.sha256(found.val_to_train.tobytes() + found.train_to_val.tobytes()).hexdigest())
+print(json.dumps(digests))
+"""
+
+
+def test_neighbours_are_identical_for_every_thread_count_and_tile():
+    outputs = set()
+    for threads, tile in ((1, 2048), (2, 2048), (os.cpu_count() or 1, 2048), (2, 300)):
+        environment = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads)}
+        script = _RUN_ELSEWHERE.format(tests=os.path.dirname(__file__), threads=threads, tile=tile)
+        done = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        outputs.add(tuple(json.loads(done.stdout)))
+    assert len(outputs) == 1
+
+
+# ---------------------------------------------------------------- collapse note
+
+
+def test_mean_pair_cosine_matches_a_loop_over_the_same_pairs():
+    rng = np.random.default_rng(8)
+    train, val = rng.normal(size=(30, 5)), rng.normal(size=(12, 5))
+    images = np.concatenate([train, val])
+    pick = np.random.default_rng(3)
+    first = pick.integers(0, len(images), 64)
+    second = (first + pick.integers(1, len(images), 64)) % len(images)
+    expected = np.mean(
+        [
+            images[i] @ images[j] / np.linalg.norm(images[i]) / np.linalg.norm(images[j])
+            for i, j in zip(first, second, strict=True)
+        ]
+    )
+    assert mean_pair_cosine(train, val, pairs=64, seed=3) == pytest.approx(expected, abs=1e-12)
+
+
+def test_a_collapsed_pair_is_noted_on_every_result_and_a_spread_one_is_not():
+    rng = np.random.default_rng(9)
+    labels = rng.integers(0, 3, 200)
+    spread = rng.normal(size=(200, 16)).astype(np.float32)
+    for images, noted in ((spread, False), (near_collapsed(rng, 200, 16), True)):
+        train = Embeddings(images=images[:150], labels=labels[:150])
+        val = Embeddings(images=images[150:], labels=labels[150:])
+        run = evaluate_embeddings(train, val, [WeightedKNNClassifier, I2IRetrievalEvaluator], n_resamples=20)
+        assert len(run.results) == 2
+        for result in run.results:
+            assert ("its scores say more about the model's degeneracy than about the data" in result.note) is noted
+    assert collapse_note(spread[:150], spread[150:]) == ""
+
+
+# ---------------------------------------------------------------- approximate search
+
+
+def test_recall_at_k_matches_a_loop_reference():
+    rng = np.random.default_rng(10)
+    exact = np.array([rng.permutation(50)[:7] for _ in range(40)])
+    found = np.where(rng.random(exact.shape) < 0.3, rng.integers(50, 60, exact.shape), exact)[:, ::-1]
+    expected = np.mean([len(set(f) & set(e)) / 7 for f, e in zip(found, exact, strict=True)])
+    assert recall_at_k(found, exact) == pytest.approx(expected, abs=1e-12)
+    assert recall_at_k(exact, exact) == 1.0
+
+
+def test_search_modes_and_the_auto_threshold():
+    assert not is_approximate("auto", 1000, 1000, EXACT_LIMIT // 10**6 - 1)
+    assert is_approximate("AUTO", 1000, 1000, EXACT_LIMIT // 10**6)
+    assert is_approximate("Approximate", 2, 2, 2) and not is_approximate(Search.EXACT, 10**6, 10**6, 10**3)
+    with pytest.raises(TTIEvalError, match="choose exact, approximate or auto"):
+        parse_search("fast")
+
+
+@pytest.mark.parametrize("memory", [None, 0])  # 0: no memory to spare, so product quantisation
+def test_forced_approximate_search_reports_its_measured_recall(memory, monkeypatch):
+    if memory is not None:
+        monkeypatch.setattr(approximate, "_available_bytes", lambda: memory)
+    rng = np.random.default_rng(11)
+    labels = rng.integers(0, 5, 3000)
+    centres = rng.normal(size=(5, 32))
+    images = (centres[labels] + rng.normal(size=(3000, 32))).astype(np.float32)
+    train, val = (
+        Embeddings(images=images[:2400], labels=labels[:2400]),
+        Embeddings(images=images[2400:], labels=labels[2400:]),
+    )
+    run = evaluate_embeddings(
+        train, val, [WeightedKNNClassifier, I2IRetrievalEvaluator], n_resamples=20, search="approximate"
+    )
+    exact = search_neighbours(train.images, val.images, 11, 100)
+    found, notes = approximate.approximate_neighbours(train.images, val.images, 11, 100)
+    for result, k, direction, truth, ids in zip(
+        run.results,
+        (11, 100),
+        (0, 1),
+        (exact.val_to_train, exact.train_to_val),
+        (found.val_to_train, found.train_to_val),
+        strict=True,
+    ):
+        assert result.approximate and notes[direction] in result.note
+        assert ("PQ" in notes[direction]) is (memory == 0) and f"recall@{k} " in notes[direction]
+        reported = float(notes[direction].split(f"recall@{k} ")[1].split()[0])
+        # the sample's recall estimates the recall over all queries
+        assert reported == pytest.approx(recall_at_k(ids, truth), abs=0.06)
+        assert ids.min() >= 0 and ids.shape == truth.shape
+    if memory is None:  # IVF-Flat reaches the target
+        assert all(float(n.split("recall@")[1].split()[1]) >= approximate.RECALL_TARGET for n in notes.values())
+    exact_run = evaluate_embeddings(train, val, [WeightedKNNClassifier], n_resamples=20, search="exact")
+    assert not exact_run.results[0].approximate and "Approximate" not in exact_run.results[0].note

@@ -1,0 +1,338 @@
+"""Exact nearest neighbours between a train and a validation set, in both directions, from one pass over the pairs.
+
+wKNN asks for each validation image's nearest train images and I2IR for each train image's nearest validation
+images: the same n_train × n_val distances read along columns and along rows. `search_neighbours` computes them
+once, tile by tile, and feeds every tile to top-k heaps in both directions, so that memory stays at one tile plus
+the results, never the full distance matrix.
+
+"Nearest" is defined in float64: the squared L2 distance between the rows scaled to unit norm in float64, ties to
+the lower index. Float32 BLAS (faiss's `pairwise_L2sqr`, the computation behind `IndexFlatL2`) only proposes
+candidates, in three steps that keep its speed without trusting its rounding:
+
+1. Both sets are centred on their common mean before the float32 search. Squared distances do not change under a
+   translation, but the rounding of ‖x‖² + ‖y‖² − 2x·y scales with ‖x‖² + ‖y‖², so centring shrinks it from ~1e-7
+   to ~1e-7 × (spread of the set)²: on embeddings that all lie near one direction (an untrained model) the spread
+   is ~1e-4 and the distances ~1e-8, which uncentred float32 cannot rank at all.
+2. Each query keeps a margin of extra float32 candidates. `_error_factor` bounds the float32 error of every
+   distance, so two candidates whose float32 distances are further apart than twice the bound are ordered for
+   certain; candidates closer than that (and the k-th's whole chain of such neighbours) get their exact float64
+   distance by subtracting the unit vectors. The margin is proven sufficient when the last kept candidate is more
+   than twice the bound beyond the k-th.
+3. A query where the margin cannot be proven (many exact or near-exact ties, duplicates) is ranked against the
+   whole other set with float64 distances, under the same bound in float64.
+
+The result is therefore the float64 ranking itself, independent of the number of threads, the tile size and the
+order in which BLAS adds things up. Keeping the heavy work inside faiss also keeps to one thread pool:
+interleaving numpy's BLAS threads with faiss's OpenMP threads makes them spin against each other.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+from tti_eval.common.vectors import row_chunks
+
+from .utils import normalize
+
+# Rows of each side per tile: a 2048 × 2048 float32 tile (16 MiB) is large enough for BLAS to run near its peak
+# and for the per-call overheads (thread wake-ups) to vanish, and small next to any cache worth tiling.
+TILE = 2048
+# Pairs per chunk when measuring exact distances: two [pairs, dim] float64 gathers (~25 MiB each at dim 768).
+_PAIRS = 4096
+# Entries of the [queries, n_other] float64 rows that one fallback step holds (32 MiB).
+_FALLBACK_ENTRIES = 1 << 22
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """Indices of nearest neighbours, nearest first, for one train and one validation set."""
+
+    val_to_train: np.ndarray  # [n_val, k] int64 indices into the train images
+    train_to_val: np.ndarray  # [n_train, k'] int32 indices into the validation images (int32: n_train × 100 is large)
+
+    def check_matches(self, n_train: int, n_val: int, k_val_to_train: int = 0, k_train_to_val: int = 0) -> None:
+        """Shared neighbours must come from the same pair of sets, with at least as many neighbours as needed."""
+        for name, found, rows, k in (
+            ("validation → train", self.val_to_train.shape, n_val, k_val_to_train),
+            ("train → validation", self.train_to_val.shape, n_train, k_train_to_val),
+        ):
+            if k and (found[0] != rows or found[1] < k):
+                raise ValueError(f"shared neighbours cover {found} {name}, need ({rows}, ≥{k})")
+
+
+def _error_factor(dim: int, unit_roundoff: float) -> float:
+    """c such that a squared distance computed as ‖x‖² + ‖y‖² − 2x·y from centred vectors rounded to a precision
+    with this unit roundoff u is within c · (‖x‖ + ‖y‖)² of the exact one.
+
+    Each of the three length-`dim` sums is within γ_dim = dim·u / (1 − dim·u) of its exact value times the sum of
+    the magnitudes of its terms, whatever order BLAS adds them in (Higham, Accuracy and Stability, §3.1), the two
+    final additions add 2u, and rounding the centred vectors to this precision adds 2u more (plus the float64
+    centring, far below): γ_(dim + 4). γ_(dim + 8) with 1 % more covers the norms of the rounded vectors too.
+    """
+    terms = (dim + 8) * unit_roundoff
+    return 1.01 * terms / (1 - terms)
+
+
+def _candidates_kept(k: int, n_other: int) -> int:
+    """Float32 candidates kept per query: k plus a margin that almost always proves sufficient on spread data."""
+    return min(n_other, k + 8 + k // 4)
+
+
+def _unit64(images: np.ndarray) -> np.ndarray:
+    return normalize(np.asarray(images, dtype=np.float64))
+
+
+def _common_centre(*sets: np.ndarray) -> np.ndarray:
+    """Mean of the float64 unit rows of all sets."""
+    total = np.zeros(sets[0].shape[1], dtype=np.float64)
+    for images in sets:
+        for rows in row_chunks(len(images)):
+            total += _unit64(images[rows]).sum(axis=0)
+    return total / sum(len(images) for images in sets)
+
+
+def _centred(images: np.ndarray, centre: np.ndarray, dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    """The unit rows minus `centre`, in `dtype`, and their float64 norms."""
+    centred = np.empty(images.shape, dtype=dtype)
+    for rows in row_chunks(len(images)):
+        centred[rows] = _unit64(images[rows]) - centre
+    return centred, np.sqrt(np.einsum("ij,ij->i", centred, centred, dtype=np.float64))
+
+
+def _lengths(images: np.ndarray) -> np.ndarray:
+    """Float64 L2 norms of the rows, exactly those `_unit64` divides by, so that dividing by them gives its rows."""
+    lengths = np.empty(len(images), dtype=np.float64)
+    for rows in row_chunks(len(images)):
+        lengths[rows] = np.linalg.norm(np.asarray(images[rows], dtype=np.float64), ord=2, axis=1)
+    return lengths
+
+
+def _pair_distances(
+    query_unit: np.ndarray,
+    other_unit: Callable[[np.ndarray], np.ndarray],
+    query_rows: np.ndarray,
+    other_ids: np.ndarray,
+) -> np.ndarray:
+    """Exact float64 squared distances between query_unit[query_rows[i]] and the unit row other_unit(other_ids)[i]
+    (a fresh array, reused in place: this loop is most of the re-ranking's time)."""
+    distances = np.empty(len(query_rows), dtype=np.float64)
+    for pairs in row_chunks(len(query_rows), _PAIRS):
+        difference = other_unit(other_ids[pairs])
+        difference -= query_unit[query_rows[pairs]]
+        distances[pairs] = np.einsum("ij,ij->i", difference, difference)
+    return distances
+
+
+def _rank(
+    values: np.ndarray,
+    ids: np.ndarray,
+    bound: np.ndarray,
+    k: int,
+    exact_distances: Callable[[np.ndarray, np.ndarray], np.ndarray],
+) -> np.ndarray:
+    """The first k of each row's candidates in exact order, given candidates sorted by approximate distance
+    (`values`, ties by id) that are each within `bound` (per row) of the exact distance and that contain every
+    candidate the exact top k can hold.
+
+    Candidates whose intervals value ± bound overlap chain into one cluster; clusters are in exact order among
+    themselves, so only the members of shared clusters up to the k-th's need `exact_distances(rows, ids)`.
+    """
+    approximate = values.astype(np.float64)
+    links = np.diff(approximate, axis=1) <= 2 * bound[:, None]  # candidate j and j + 1 may be in either order
+    cluster = np.zeros(approximate.shape, dtype=np.int64)
+    cluster[:, 1:] = np.cumsum(~links, axis=1)
+    within = cluster <= cluster[:, k - 1 : k]
+    shared = np.zeros(approximate.shape, dtype=bool)
+    shared[:, 1:] |= links
+    shared[:, :-1] |= links
+    rows, columns = np.nonzero(within & shared)
+    exact = np.zeros(approximate.shape, dtype=np.float64)  # a cluster of one needs no exact distance
+    exact[rows, columns] = exact_distances(rows, ids[rows, columns])
+    order = np.lexsort((ids, exact, np.where(within, cluster, ids.shape[1])), axis=-1)
+    return np.take_along_axis(ids, order[:, :k], axis=1)
+
+
+def _exact_top(
+    values: np.ndarray,
+    ids: np.ndarray,
+    norms: np.ndarray,
+    other_radius: float,
+    k: int,
+    query_unit: np.ndarray,
+    others: np.ndarray,
+    other_unit: Callable[[np.ndarray], np.ndarray],
+    centre: np.ndarray,
+) -> np.ndarray:
+    """Each query's exact k nearest others, from its float32 candidates (sorted, from the centred search, whose
+    centred queries have these `norms`) where the margin proves sufficient, and from a float64 pass over all
+    others where it does not."""
+    bound = _error_factor(query_unit.shape[1], 2.0**-24) * (norms + other_radius) ** 2
+    proven = (values.shape[1] >= len(others)) | (values[:, -1].astype(np.float64) - values[:, k - 1] > 2 * bound)
+    result = np.empty((len(query_unit), k), dtype=np.int64)
+    sure = np.flatnonzero(proven)
+    result[sure] = _rank(
+        values[sure],
+        ids[sure],
+        bound[sure],
+        k,
+        lambda r, o: _pair_distances(query_unit, other_unit, sure[r], o),
+    )
+    unsure = np.flatnonzero(~proven)
+    for chunk in row_chunks(len(unsure), max(1, _FALLBACK_ENTRIES // len(others))):
+        rows = unsure[chunk]
+        query_centred = query_unit[rows] - centre
+        query_norms = np.sqrt(np.einsum("ij,ij->i", query_centred, query_centred))
+        full = np.empty((len(rows), len(others)), dtype=np.float64)
+        radius = 0.0
+        for block in row_chunks(len(others)):
+            other_centred, other_norms = _centred(others[block], centre, np.float64)
+            radius = max(radius, float(other_norms.max()))
+            full[:, block] = (query_norms**2)[:, None] + (other_norms**2)[None, :] - 2 * query_centred @ other_centred.T
+        order = np.argsort(full, axis=1, kind="stable")
+        bound64 = _error_factor(query_unit.shape[1], 2.0**-53) * (query_norms + radius) ** 2
+        result[rows] = _rank(
+            np.take_along_axis(full, order, axis=1),
+            order,
+            bound64,
+            k,
+            lambda r, o, rows=rows: _pair_distances(query_unit, other_unit, rows[r], o),
+        )
+    return result
+
+
+class _TopK:
+    """The k smallest distances offered so far to each of `heaps` heaps, in faiss's C++ heaps.
+
+    A distance replaces the current k-th only when strictly smaller, so among equal distances the first offered
+    stays; every caller offers ids in increasing order, which makes the lower index win ties.
+    """
+
+    def __init__(self, heaps: int, k: int) -> None:
+        self.k = k
+        self.values = np.empty((heaps, k), dtype=np.float32)
+        self.ids = np.empty((heaps, k), dtype=np.int64)
+        self._heaps = faiss.float_maxheap_array_t()
+        self._heaps.nh = heaps
+        self._heaps.k = k
+        self._heaps.val = faiss.swig_ptr(self.values)
+        self._heaps.ids = faiss.swig_ptr(self.ids)
+        self._heaps.heapify()
+
+    def add_rows(self, tile: np.ndarray, first_heap: int, first_id: int) -> None:
+        """Row i of a C-contiguous tile goes to heap first_heap + i, column j with id first_id + j."""
+        self._heaps.addn(tile.shape[1], faiss.swig_ptr(tile), first_id, first_heap, tile.shape[0])
+
+    def add_columns(self, tile: np.ndarray, first_heap: int, first_id: int, offered: int) -> None:
+        """Column j of the tile goes to heap first_heap + j, row i with id first_id + i; `offered` values already
+        went to each of these heaps.
+
+        Transposing every tile would cost as much as the heaps themselves. Instead only the entries below the
+        current k-th distance of their column are picked out and handed over padded to equal length per heap.
+        Rows go in chunks no larger than what the heaps have already seen, so that about k entries per column
+        beat the threshold in each chunk, however fresh the heaps.
+        """
+        start = 0
+        while start < len(tile):
+            seen = offered + start
+            if seen < self.k:  # not full yet, so every value would be a candidate: hand these rows over densely
+                stop = min(self.k - seen, len(tile))
+                self.add_rows(np.ascontiguousarray(tile[start:stop].T), first_heap, first_id + start)
+            else:
+                stop = min(start + seen, len(tile))
+                self._add_below_kth(tile[start:stop], first_heap, first_id + start)
+            start = stop
+
+    def _add_below_kth(self, tile: np.ndarray, first_heap: int, first_id: int) -> None:
+        kth = self.values[first_heap : first_heap + tile.shape[1], 0]  # a max-heap keeps its k-th smallest on top
+        # 1-D flatnonzero is an order of magnitude faster than 2-D nonzero
+        rows, columns = np.divmod(np.flatnonzero(tile < kth), tile.shape[1])
+        if not len(rows):
+            return
+        order = np.argsort(columns, kind="stable")  # group by heap, ids still increasing within each group
+        rows, columns = rows[order], columns[order]
+        counts = np.bincount(columns, minlength=tile.shape[1])
+        slots = np.arange(len(columns)) - np.repeat(np.cumsum(counts) - counts, counts)
+        width = int(counts.max())
+        values = np.full((tile.shape[1], width), np.inf, dtype=np.float32)  # +inf never enters a heap
+        ids = np.full((tile.shape[1], width), -1, dtype=np.int64)
+        values[columns, slots] = tile[rows, columns]
+        ids[columns, slots] = first_id + rows
+        self._heaps.addn_with_ids(width, faiss.swig_ptr(values), faiss.swig_ptr(ids), width, first_heap, len(values))
+
+    def sorted(self) -> tuple[np.ndarray, np.ndarray]:
+        """Distances and ids per heap, nearest first; equal distances by increasing id."""
+        order = np.lexsort((self.ids, self.values), axis=-1)
+        return np.take_along_axis(self.values, order, axis=-1), np.take_along_axis(self.ids, order, axis=-1)
+
+
+def search_neighbours(
+    train_images: np.ndarray,
+    val_images: np.ndarray,
+    k_val_to_train: int = 0,
+    k_train_to_val: int = 0,
+    tile: int = TILE,
+) -> Neighbours:
+    """Each validation image's `k_val_to_train` nearest train images and each train image's `k_train_to_val` nearest
+    validation images, by exact float64 L2 distance between the L2-normalised images, ties to the lower index (k is
+    capped at the size of the searched set; 0 skips a direction). The inputs are not modified."""
+    n_train, n_val = len(train_images), len(val_images)
+    k_vt, k_tv = min(k_val_to_train, n_train), min(k_train_to_val, n_val)
+    val_to_train = np.empty((n_val, k_vt), dtype=np.int64)
+    train_to_val = np.empty((n_train, k_tv), dtype=np.int32)
+    if not (k_vt or k_tv):
+        return Neighbours(val_to_train, train_to_val)
+
+    dim = val_images.shape[1]
+    centre = _common_centre(train_images, val_images)
+    # Exact distances read unit rows: validation's are kept in float64 (n_val is the smaller set, and I2IR asks for
+    # the most of them); train's are divided by their float64 lengths when read.
+    val_unit = np.empty(val_images.shape, dtype=np.float64) if k_tv else None
+    for rows in row_chunks(n_val if k_tv else 0):
+        val_unit[rows] = _unit64(val_images[rows])
+    train_lengths = _lengths(train_images)
+    val_centred, val_norms = _centred(val_images, centre, np.float32)  # visited once per train block
+    val_heaps = _TopK(n_val, _candidates_kept(k_vt, n_train)) if k_vt else None
+    train_radius = 0.0
+    buffer = np.empty(tile * tile, dtype=np.float32)  # flat, so that a partial tile is still one contiguous block
+    for t0 in range(0, n_train, tile):
+        train_block = train_images[t0 : t0 + tile]
+        train_centred, train_norms = _centred(train_block, centre, np.float32)
+        train_radius = max(train_radius, float(train_norms.max()))
+        rows = len(train_centred)
+        # final once this block has met every validation image
+        strip_heaps = _TopK(rows, _candidates_kept(k_tv, n_val)) if k_tv else None
+        for v0 in range(0, n_val, tile):
+            val_block = val_centred[v0 : v0 + tile]
+            cols = len(val_block)
+            distances = buffer[: rows * cols].reshape(rows, cols)  # [train, validation] squared L2
+            faiss.pairwise_L2sqr(
+                dim, rows, faiss.swig_ptr(train_centred), cols, faiss.swig_ptr(val_block), faiss.swig_ptr(distances)
+            )
+            if strip_heaps is not None:
+                strip_heaps.add_rows(distances, first_heap=0, first_id=v0)
+            if val_heaps is not None:
+                val_heaps.add_columns(distances, first_heap=v0, first_id=t0, offered=t0)
+        if strip_heaps is not None:
+            values, ids = strip_heaps.sorted()
+            radius = float(val_norms.max())
+            train_unit = normalize(train_block.astype(np.float64))
+            train_to_val[t0 : t0 + rows] = _exact_top(
+                values, ids, train_norms, radius, k_tv, train_unit, val_images, val_unit.__getitem__, centre
+            )
+    if val_heaps is not None:
+        values, ids = val_heaps.sorted()
+        for rows in row_chunks(n_val):  # in blocks, because the unit queries are float64
+            val_to_train[rows] = _exact_top(
+                values[rows],
+                ids[rows],
+                val_norms[rows],
+                train_radius,
+                k_vt,
+                _unit64(val_images[rows]),
+                train_images,
+                lambda ids: train_images[ids].astype(np.float64) / train_lengths[ids, None],
+                centre,
+            )
+    return Neighbours(val_to_train, train_to_val)
