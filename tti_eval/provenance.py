@@ -54,6 +54,24 @@ def library_versions() -> dict[str, str]:
     return package_versions(EMBEDDING_LIBRARIES)
 
 
+# Libraries that compute scores and statistics from the embeddings.
+SCORING_LIBRARIES = ("numpy", "scipy", "scikit-learn", "faiss-cpu", "faiss-gpu")
+
+
+def run_versions() -> dict[str, str]:
+    """Python's, tti-eval's and every installed scoring and embedding library's version: what a saved result records."""
+    import platform
+
+    import tti_eval
+
+    return {
+        "python": platform.python_version(),
+        "tti-eval": tti_eval.__version__,
+        **package_versions(SCORING_LIBRARIES),
+        **library_versions(),
+    }
+
+
 def file_stats(path: Path, suffixes: Iterable[str] | None = None) -> FileStats:
     """Size and mtime of `path` (a file) or of every file below it (a folder), by name relative to `path`.
 

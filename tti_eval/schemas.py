@@ -12,13 +12,17 @@ from tti_eval.common.registry import DefinitionSpec
 from tti_eval.common.settings import builtin_sources_path
 from tti_eval.comparison.results import ComparisonRun
 from tti_eval.dataset.spec import BUILTIN_DATASET_TYPES, DatasetDefinitionSpec
+from tti_eval.evaluation.records import EvaluationFile
 from tti_eval.model.spec import BUILTIN_MODEL_TYPES, ModelDefinitionSpec
 
 DEFINITION_SPECS = {
     "model-definition-schema.json": (ModelDefinitionSpec, BUILTIN_MODEL_TYPES),
     "dataset-definition-schema.json": (DatasetDefinitionSpec, BUILTIN_DATASET_TYPES),
 }
-RESULT_MODELS = {"compare-schema.json": ComparisonRun}  # compare_<timestamp>.json
+RESULT_MODELS = {
+    "compare-schema.json": ComparisonRun,  # compare_<timestamp>.json
+    "evaluation-schema.json": EvaluationFile,  # eval_<timestamp>.json
+}
 _REF = "#/$defs/{model}"
 
 

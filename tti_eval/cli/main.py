@@ -26,8 +26,9 @@ if TYPE_CHECKING:
     from rich.progress import Progress
     from rich.table import Table
 
+    from tti_eval.comparison.results import PerClassResult
     from tti_eval.compute import BuildProgress, PairBuild
-    from tti_eval.evaluation import EvaluationResult
+    from tti_eval.evaluation import EvaluationResult, EvaluationRun
     from tti_eval.provenance import SplitState
 
 app = typer.Typer(
@@ -240,9 +241,9 @@ def _print_pair(out: "Console", outcome: "PairBuild | str") -> None:
         out.print(f"[green]✓[/] {outcome.pair} ({split.value}) {status}", highlight=False)
 
 
-def cached_pairs(split: Split | None = None) -> list[EmbeddingDefinition]:
-    """Pairs whose train and validation embeddings are cached (or, given a split, that split)."""
-    wanted = {split} if split else {Split.TRAIN, Split.VALIDATION}
+def cached_pairs(*splits: Split) -> list[EmbeddingDefinition]:
+    """Pairs whose train and validation embeddings are cached (or, given splits, those splits)."""
+    wanted = set(splits) or {Split.TRAIN, Split.VALIDATION}
     return [pair for pair, splits in list_cached().items() if wanted <= set(splits)]
 
 
@@ -254,102 +255,239 @@ def _cross_validate_help(defaults: dict) -> str:
     )
 
 
-@app.command()
-@user_errors
-def evaluate(
-    model_dataset: ModelDatasetOption = None,
-    all_: Annotated[bool, typer.Option("--all", "-a", help="Evaluate every cached pair.")] = False,
-    save: Annotated[bool, typer.Option("--save", "-s", help="Write the scores to a CSV in the output folder.")] = False,
-    evaluator: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--evaluator",
-            "-e",
-            help="; ".join(f"{title}: {e.spec.description}" for title, e in EVALUATORS.items())
-            + ". Repeat for more. Default: all.",
-        ),
-    ] = None,
-    plot: Annotated[bool, typer.Option("--plot", help="Save a bar chart PNG per evaluator next to the CSV.")] = False,
-    cross_validate: Annotated[
-        bool,
-        typer.Option("--cross-validate", help=_cross_validate_help(LinearProbeClassifier.get_default_params())),
-    ] = False,
-    search: Annotated[
-        str,
-        typer.Option(
-            "--search",
-            help="Neighbour search for wKNN and I2IR: exact, approximate (a faiss IVF index; the note gives its "
-            "measured recall) or auto (exact up to 1e12 = n_train × n_val × dim).",
-        ),
-    ] = "auto",
-) -> None:
-    """Score cached embeddings with every evaluator (or those chosen with -e), with 95 % bootstrap intervals."""
-    from rich.progress import Progress
+EvaluatorOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--evaluator",
+        "-e",
+        help="; ".join(f"{title}: {e.spec.description}" for title, e in EVALUATORS.items())
+        + ". Repeat for more. Default: all.",
+    ),
+]
+AllOption = Annotated[bool, typer.Option("--all", "-a", help="Every cached pair.")]
 
-    from tti_eval.common.cache import build_command
-    from tti_eval.evaluation import get_evaluator, run_evaluation
-    from tti_eval.evaluation._approximate import parse_search
+SearchOption = Annotated[
+    str,
+    typer.Option(
+        "--search",
+        help="Neighbour search for wKNN and I2IR: exact, approximate (a faiss IVF index; the note gives its "
+        "measured recall) or auto (exact up to 1e12 = n_train × n_val × dim).",
+    ),
+]
 
+
+class ScoredSplit(StrEnum):
+    """The splits a scoring command can score (train is always the one fitted or searched)."""
+
+    VALIDATION = "validation"
+    TEST = "test"
+
+
+SplitOption = Annotated[
+    ScoredSplit,
+    typer.Option(
+        "--split",
+        help="The split to score: validation (the original tool's protocol) or test (held out: the linear probe "
+        "chooses C on validation and refits on train + validation).",
+    ),
+]
+
+
+def scored_splits(split: ScoredSplit) -> tuple[Split, ...]:
+    """The cached splits a run that scores `split` reads: train always, validation always (with test it tunes)."""
+    return (Split.TRAIN, Split.VALIDATION) + ((Split.TEST,) if split == ScoredSplit.TEST else ())
+
+
+def select_evaluators(titles: list[str] | None) -> list:
     # Titles are looked up (in any letter case) when the command runs, so an evaluator a plugin registers after this
     # module loaded is still found, and an unknown one gets the registry's suggestion.
-    evaluators = [get_evaluator(title) for title in evaluator or []] or list(EVALUATORS.values())
-    evaluators = list(dict.fromkeys(evaluators))
-    search_mode = parse_search(search)  # a misspelt mode fails before any work
+    from tti_eval.evaluation import get_evaluator
+
+    return list(dict.fromkeys([get_evaluator(title) for title in titles or []] or list(EVALUATORS.values())))
+
+
+def select_work(
+    evaluator: list[str] | None,
+    search: str,
+    model_dataset: list[str] | None,
+    all_: bool,
+    split: "ScoredSplit",
+    verb: str,
+) -> tuple[list, str, list[EmbeddingDefinition], bool]:
+    """What `evaluate` and `compare` run: the evaluators, the search mode (both checked before any work), and
+    `select_pairs`' pairs with all splits that scoring `split` reads."""
+    from tti_eval.evaluation._approximate import parse_search
+
+    evaluators = select_evaluators(evaluator)
+    search_mode = parse_search(search)
+    return evaluators, search_mode, *select_pairs(model_dataset, all_, scored_splits(split), verb)
+
+
+def select_pairs(
+    model_dataset: list[str] | None, all_: bool, splits: Sequence[Split], verb: str
+) -> tuple[list[EmbeddingDefinition], bool]:
+    """The pairs a scoring command works on (--all, -md pairs or a picker) that have all of `splits` cached, and
+    whether some named pair lacked one (each such pair gets a sentence naming the command that builds it). Stale
+    splits are warned about. Exits when nothing is left."""
+    from tti_eval.common.cache import build_command
+
     if all_ and model_dataset:
         raise TTIEvalError("Give either --all or --model-dataset pairs, not both.")
     if all_:
         pairs = cached_pairs()
     elif model_dataset:
-        pairs = parse_pairs(model_dataset, (Split.TRAIN, Split.VALIDATION))
+        pairs = parse_pairs(model_dataset, splits)
     else:
         from .pickers import pick_pairs, require_terminal
 
         require_terminal("pairs")
-        pairs = pick_pairs(cached_pairs(), "Pick model/dataset pairs to evaluate")
-    missing = [p for p in pairs if not all(embeddings_exist(p, s) for s in (Split.TRAIN, Split.VALIDATION))]
-    for pair in missing:
+        pairs = pick_pairs(cached_pairs(), f"Pick model/dataset pairs to {verb}")
+    missing = {p: [s for s in splits if not embeddings_exist(p, s)] for p in pairs}
+    missing = {p: absent for p, absent in missing.items() if absent}
+    for pair, absent in missing.items():
+        names = " and ".join(s.value for s in absent)
+        options = "".join(f" --split {s.value}" for s in absent) if Split.TEST in absent else ""
         console.print(
-            f"[bold red]✗[/] {pair} has no train and validation embeddings; run `{build_command(pair)}` first.",
+            f"[bold red]✗[/] {pair} has no {names} embeddings; run `{build_command(pair)}{options}` first.",
             highlight=False,
         )
     pairs = [p for p in pairs if p not in missing]
-    _warn_stale(pairs, (Split.TRAIN, Split.VALIDATION))
+    _warn_stale(pairs, splits)
     if not pairs:
         if not missing:
-            console.print("No cached pairs to evaluate; build some first with `tti-eval build`.")
+            console.print(f"No cached pairs to {verb}; build some first with `tti-eval build`.")
         raise typer.Exit(1 if missing else 0)
+    return pairs, bool(missing)
+
+
+def run_with_progress(
+    evaluators: list,
+    pairs: list[EmbeddingDefinition],
+    split: ScoredSplit,
+    search: str,
+    params: dict | None = None,
+) -> "EvaluationRun":
+    """`run_evaluation` behind a transient progress bar; its problems are printed as warnings."""
+    from rich.progress import Progress
+
+    from tti_eval.evaluation import run_evaluation
 
     with Progress(transient=True, console=console) as progress:
         task = progress.add_task("Evaluating", total=len(pairs) * len(evaluators))
         run = run_evaluation(
             evaluators,
             pairs,
-            params={LinearProbeClassifier.title(): {"cross_validate": True}} if cross_validate else None,
-            search=search_mode,
+            params=params,
+            split=split.value,
+            search=search,
             progress=lambda done, total, what: progress.update(task, completed=done, description=what),
         )
     for problem in run.problems:
         warn(problem)
+    return run
+
+
+@app.command()
+@user_errors
+def evaluate(
+    model_dataset: ModelDatasetOption = None,
+    all_: AllOption = False,
+    save: Annotated[
+        bool, typer.Option("--save", "-s", help="Write the scores to a CSV and a JSON in the output folder.")
+    ] = False,
+    evaluator: EvaluatorOption = None,
+    plot: Annotated[
+        bool,
+        typer.Option(
+            "--plot", help="Save a bar chart PNG per evaluator, and a confusion matrix per classifier result."
+        ),
+    ] = False,
+    cross_validate: Annotated[
+        bool,
+        typer.Option("--cross-validate", help=_cross_validate_help(LinearProbeClassifier.get_default_params())),
+    ] = False,
+    split: SplitOption = ScoredSplit.VALIDATION,
+    per_class: Annotated[
+        bool, typer.Option("--per-class", help="Also print each classifier's recall per class, models side by side.")
+    ] = False,
+    search: SearchOption = "auto",
+) -> None:
+    """Score cached embeddings with every evaluator (or those chosen with -e), with 95 % bootstrap intervals."""
+    evaluators, search_mode, pairs, missing = select_work(evaluator, search, model_dataset, all_, split, "evaluate")
+    params = {LinearProbeClassifier.title(): {"cross_validate": True}} if cross_validate else None
+    run = run_with_progress(evaluators, pairs, split, search_mode, params)
     for title in (e.title() for e in evaluators):
         results = [r for r in run.results if r.evaluator == title]
         if results:
             console.print(scores_table(title, results))
+            if per_class:
+                for table in per_class_tables(results):
+                    console.print(table)
 
     if (save or plot) and run.results:
         from tti_eval.evaluation.report import evaluation_csv_path, write_csv
 
         csv_path = evaluation_csv_path()
         if save:
-            console.print(f"Saved the scores to {write_csv(run.results, csv_path)}", highlight=False)
-        if plot:
-            from tti_eval.plotting.scores import plot_scores
+            from tti_eval.evaluation.records import write_json
 
-            for title in dict.fromkeys(r.evaluator for r in run.results):
-                path = plot_scores(run.results, title, csv_path.with_name(f"{csv_path.stem}_{title}.png"))
-                console.print(f"Saved the {title} chart to {path}", highlight=False)
+            console.print(f"Saved the scores to {write_csv(run.results, csv_path)}", highlight=False)
+            json_path = write_json(run.results, csv_path.with_suffix(".json"))
+            console.print(f"Saved every figure and its provenance to {json_path}", highlight=False)
+        if plot:
+            _plot(run.results, csv_path)
     evaluated = {(r.model, r.dataset) for r in run.results}
     if missing or any((p.model, p.dataset) not in evaluated for p in pairs):
         raise typer.Exit(1)  # some pair could not be evaluated; its sentence is above
+
+
+def _plot(results: "Sequence[EvaluationResult]", csv_path) -> None:
+    from tti_eval.plotting.confusion import plot_confusion
+    from tti_eval.plotting.scores import plot_scores
+
+    for title in dict.fromkeys(r.evaluator for r in results):
+        path = plot_scores(results, title, csv_path.with_name(f"{csv_path.stem}_{title}.png"))
+        console.print(f"Saved the {title} chart to {path}", highlight=False)
+    written = []
+    for r in (r for r in results if r.per_class is not None):
+        names = [c.name for c in r.per_class.classes]
+        title = f"{r.model} on {r.dataset} ({r.split}) · {r.evaluator}"
+        name = f"{csv_path.stem}_{r.evaluator}_{r.model}_{r.dataset}_confusion.png"
+        written.append(plot_confusion(r.per_class.confusion_matrix, names, title, csv_path.with_name(name)))
+    if written:
+        console.print(
+            f"Saved {len(written)} confusion matrices ({csv_path.stem}_<evaluator>_<model>_<dataset>_confusion.png) "
+            f"to {csv_path.parent}",
+            highlight=False,
+        )
+
+
+def per_class_table(title: str, per_class: "Sequence[PerClassResult]") -> "Table":
+    """Classes x models: recall [95 % interval], marked where it lies entirely below another model's."""
+    from rich.table import Table
+
+    from tti_eval.comparison.writers import BELOW, per_class_rows
+
+    header, rows = per_class_rows(list(per_class))
+    table = Table(title=f"{title}: recall per class [dim](95 % interval in brackets)[/]", title_justify="left")
+    for k, column in enumerate(header):
+        table.add_column(column, justify="left" if k == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    if len(per_class) > 1:
+        table.caption = f"{BELOW}: this model's recall interval lies entirely below another model's for the class."
+        table.caption_justify = "left"
+    return table
+
+
+def per_class_tables(results: "Sequence[EvaluationResult]") -> "list[Table]":
+    """One per-class table per dataset of one evaluator's classifier results."""
+    tables = []
+    for dataset in dict.fromkeys(r.dataset for r in results):
+        found = [r.per_class for r in results if r.dataset == dataset and r.per_class is not None]
+        if found:
+            tables.append(per_class_table(f"{results[0].evaluator} on {dataset}", found))
+    return tables
 
 
 def _warn_stale(pairs: Sequence[EmbeddingDefinition], splits: Sequence[Split]) -> None:
@@ -495,9 +633,14 @@ def _state_cell(states: "Sequence[SplitState]") -> str:
     return "[green]up to date[/]"
 
 
+from . import compare, report  # noqa: E402, F401  (their commands register on `app`)
+
+
 def cli() -> None:
     app()
 
 
-if __name__ == "__main__":
-    cli()
+if __name__ == "__main__":  # `python -m tti_eval.cli.main`: run the package's module, where every command registered
+    from tti_eval.cli.main import cli as package_cli
+
+    package_cli()

@@ -6,23 +6,25 @@ sign-flip permutation test on per-query scores), Holm-adjusted over the comparis
 every pair of models is tested on each dataset (Holm over all pairs of that dataset) to count wins, ties and losses.
 """
 
+import hashlib
+import json
 import math
-import platform
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import combinations
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import scipy
 from natsort import natsort_keygen, ns
 from scipy.stats import rankdata
 
-import tti_eval
 from tti_eval.common.errors import TTIEvalError
 from tti_eval.evaluation import CONFIDENCE, N_RESAMPLES, SEED
+
+if TYPE_CHECKING:
+    from tti_eval.evaluation import EvaluationResult
 
 from .results import (
     ClassResult,
@@ -104,20 +106,28 @@ def _check_pairable(group: list[ModelOutcomes]) -> None:
             )
 
 
-def _per_class(items: list[ModelOutcomes], n_resamples: int, seed: int, confidence: float) -> list[PerClassResult]:
-    """Per-class figures of the models that carry predictions, all on the same resamples."""
-    named = next((item.class_names for item in items if item.class_names), None)
-    num_classes = len(named) if named else 1 + max(int(max(i.labels.max(), i.predictions.max())) for i in items)
-    names = list(named) if named else [str(c) for c in range(num_classes)]
-    predictions = np.stack([item.predictions for item in items], axis=1)
-    found = class_diagnostics(items[0].labels, predictions, num_classes, n_resamples, seed, confidence)
+def per_class_results(
+    labels: np.ndarray,
+    predictions: Sequence[np.ndarray],
+    models: Sequence[str],
+    class_names: Sequence[str] | None = None,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = SEED,
+    confidence: float = CONFIDENCE,
+) -> list[PerClassResult]:
+    """Per-class recall (with interval), precision, support and confusion matrix of each model's `predictions` of
+    the same labelled images, all on the same resamples. Without `class_names` classes are named by index."""
+    labels = np.asarray(labels)
+    num_classes = len(class_names) if class_names else 1 + max(int(max(labels.max(), p.max())) for p in predictions)
+    names = list(class_names) if class_names else [str(c) for c in range(num_classes)]
+    found = class_diagnostics(labels, np.stack(predictions, axis=1), num_classes, n_resamples, seed, confidence)
 
     def optional(value: float) -> float | None:
         return None if np.isnan(value) else float(value)
 
     return [
         PerClassResult(
-            model=item.model,
+            model=model,
             classes=[
                 ClassResult(
                     name=names[c],
@@ -133,8 +143,22 @@ def _per_class(items: list[ModelOutcomes], n_resamples: int, seed: int, confiden
             ],
             confusion_matrix=figures.confusion.tolist(),
         )
-        for item, figures in zip(items, found, strict=True)
+        for model, figures in zip(models, found, strict=True)
     ]
+
+
+def _per_class(items: list[ModelOutcomes], n_resamples: int, seed: int, confidence: float) -> list[PerClassResult]:
+    """Per-class figures of the models that carry predictions, all on the same resamples."""
+    named = next((item.class_names for item in items if item.class_names), None)
+    return per_class_results(
+        items[0].labels,
+        [item.predictions for item in items],
+        [item.model for item in items],
+        named,
+        n_resamples,
+        seed,
+        confidence,
+    )
 
 
 @dataclass(frozen=True)
@@ -286,9 +310,15 @@ def compare_models(
     n_resamples: int = N_RESAMPLES,
     seed: int = SEED,
     confidence: float = CONFIDENCE,
+    on_unpairable: Callable[[str], None] | None = None,
 ) -> ComparisonRun:
     """Compare the models of each (dataset, evaluator, split) in `outcomes`, and summarise each (evaluator, split)
-    across datasets. A model is tied with the best when its Holm-adjusted p is at least `alpha`."""
+    across datasets. A model is tied with the best when its Holm-adjusted p is at least `alpha`.
+
+    A group whose models did not score the same images raises `TTIEvalError`, or, given `on_unpairable`, is left
+    out and its sentence passed to it, so the other groups are still compared."""
+    from tti_eval.provenance import run_versions  # here, not at import: it loads the model and dataset providers
+
     grouped: dict[tuple[str, str, str], list[ModelOutcomes]] = defaultdict(list)
     for item in outcomes:
         grouped[(item.dataset, item.evaluator, item.split)].append(item)
@@ -296,7 +326,13 @@ def compare_models(
 
     groups, by_board = [], defaultdict(lambda: ([], []))
     for key in keys:
-        comparison, verdicts = _compare_group(grouped[key], alpha, n_resamples, seed, confidence)
+        try:
+            comparison, verdicts = _compare_group(grouped[key], alpha, n_resamples, seed, confidence)
+        except TTIEvalError as error:
+            if on_unpairable is None:
+                raise
+            on_unpairable(str(error))
+            continue
         groups.append(comparison)
         board_groups, board_verdicts = by_board[(comparison.evaluator, comparison.split)]
         board_groups.append(comparison)
@@ -308,12 +344,76 @@ def compare_models(
         confidence=confidence,
         n_resamples=n_resamples,
         seed=seed,
-        versions={
-            "python": platform.python_version(),
-            "tti-eval": tti_eval.__version__,
-            "numpy": np.__version__,
-            "scipy": scipy.__version__,
-        },
+        versions=run_versions(),
         groups=groups,
         leaderboards=[_leaderboard(board_groups, verdicts) for board_groups, verdicts in by_board.values()],
     )
+
+
+# The parts of a split's stored fingerprint that say which images it holds (the others describe the model).
+_IMAGE_PARTS = ("split", "image_files", "images")
+
+
+def images_fingerprint(fingerprints: dict[str, dict[str, Any] | None]) -> str | None:
+    """A digest of which images every split of a result holds, equal for two models embedding the same images;
+    None when some split has no stored fingerprint (then only sizes and labels can be checked)."""
+    if not fingerprints or any(stored is None for stored in fingerprints.values()):
+        return None
+    parts = {split: {key: stored.get(key) for key in _IMAGE_PARTS} for split, stored in fingerprints.items()}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def result_outcomes(result: "EvaluationResult") -> ModelOutcomes:
+    """The per-image outcomes of an evaluation result, for `compare_models`: a classifier's 0/1 correctness, or a
+    retrieval evaluator's per-query scores, provided their mean is the result's main metric (what is ranked)."""
+    if result.per_query_scores is not None:
+        kind, outcomes = "scores", np.asarray(result.per_query_scores, dtype=np.float64)
+    elif result.predictions is not None and result.labels is not None:
+        kind, outcomes = "correct", (result.predictions == result.labels).astype(np.float64)
+    else:
+        outcomes = None
+    if outcomes is None or not math.isclose(float(outcomes.mean()), result.score.value, abs_tol=1e-9):
+        raise TTIEvalError(
+            f"{result.evaluator}'s {result.main_metric.label} is not a mean over images, so it cannot be compared "
+            "image by image; leave it out with -e."
+        )
+    return ModelOutcomes(
+        model=result.model,
+        dataset=result.dataset,
+        evaluator=result.evaluator,
+        split=result.split,
+        metric=result.main_metric.label,
+        higher_is_better=result.main_metric.higher_is_better,
+        kind=kind,
+        outcomes=outcomes,
+        images_fingerprint=images_fingerprint(result.fingerprints),
+        labels=result.labels if kind == "correct" else None,
+        predictions=result.predictions if kind == "correct" else None,
+        class_names=result.class_names,
+    )
+
+
+def compare_results(
+    results: Iterable["EvaluationResult"],
+    alpha: float = ALPHA,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = SEED,
+    confidence: float = CONFIDENCE,
+    on_problem: Callable[[str], None] | None = None,
+) -> ComparisonRun:
+    """`compare_models` on evaluation results (e.g. `run_evaluation(...).results`), from the per-image outcomes they
+    keep: nothing is re-run. `tti-eval compare` and the notebooks call this.
+
+    A result that cannot be compared image by image, or a group whose models did not score the same images, raises
+    `TTIEvalError`; given `on_problem`, it is left out with its sentence passed to it (once per evaluator)."""
+    outcomes, refused = [], set()
+    for result in results:
+        try:
+            outcomes.append(result_outcomes(result))
+        except TTIEvalError as error:
+            if on_problem is None:
+                raise
+            if result.evaluator not in refused:
+                refused.add(result.evaluator)
+                on_problem(str(error))
+    return compare_models(outcomes, alpha, n_resamples, seed, confidence, on_problem)

@@ -9,9 +9,10 @@ from pydantic import ValidationError
 from tti_eval.common.atomic import atomic_write
 from tti_eval.common.errors import TTIEvalError
 
-from .results import ComparisonRun, GroupComparison, Leaderboard
+from .results import ComparisonRun, GroupComparison, Leaderboard, PerClassResult
 
 TIED = "≈ best"  # the mark of a model the data cannot tell from the best
+BELOW = "▼"  # the mark of a class recall whose interval lies entirely below another model's
 
 
 def _cell(text: object) -> str:
@@ -72,6 +73,24 @@ def leaderboard_rows(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
         for s in board.standings
     ]
     return header, rows
+
+
+def per_class_rows(per_class: list[PerClassResult]) -> tuple[list[str], list[list[str]]]:
+    """Classes x models: each class's support, then each model's recall [interval], marked where that interval lies
+    entirely below another model's interval for the same class ("–" for a class with no image)."""
+    rows = []
+    for k, found in enumerate(per_class[0].classes):
+        recalls = [model.classes[k].recall for model in per_class]
+        best_low = max((r.low for r in recalls if r is not None), default=None)
+        row = [found.name, str(found.support)]
+        for recall in recalls:
+            if recall is None:
+                row.append("–")
+                continue
+            below = best_low is not None and recall.high < best_low
+            row.append(f"{BELOW + ' ' if below else ''}{recall.value:.3f} [{recall.low:.3f}, {recall.high:.3f}]")
+        rows.append(row)
+    return ["Class", "Images", *(model.model for model in per_class)], rows
 
 
 def render_markdown(run: ComparisonRun) -> str:

@@ -7,10 +7,14 @@ evaluator resample with the same seed, hence the same resamples, and the interva
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tti_eval.common.vectors import row_chunks
+
+if TYPE_CHECKING:  # comparison imports this package; its result models are only annotations here
+    from tti_eval.comparison.results import PerClassResult
 
 N_RESAMPLES = 1000
 SEED = 0
@@ -61,6 +65,11 @@ class EvaluationResult:
     - `top5_hits`: whether each validation image's true class ranks in a classifier's first five (bool, [n]); None
       below five classes. Class probabilities are not kept: [n, classes] floats can outweigh everything else.
     - `per_query_scores`: a retrieval evaluator's score of each query (float64, [n]).
+
+    What the result was computed from, so that it describes itself when saved: the scored `split` (validation or
+    test), the evaluator's `params` (defaults included) and any it `chose` (e.g. the linear probe's C), the number of
+    train and scored images, the `class_names`, each cached split's stored `fingerprints` (None for a split without
+    one), and, for a classifier, its `per_class` recall (with interval), precision, support and confusion matrix.
     """
 
     model: str
@@ -74,6 +83,14 @@ class EvaluationResult:
     predictions: np.ndarray | None = _outcome()
     top5_hits: np.ndarray | None = _outcome()
     per_query_scores: np.ndarray | None = _outcome()
+    split: str = "validation"
+    params: dict[str, Any] = field(default_factory=dict)
+    chosen: dict[str, float] = field(default_factory=dict)
+    n_train: int = 0
+    n_scored: int = 0
+    class_names: tuple[str, ...] | None = None
+    fingerprints: dict[str, dict[str, Any] | None] = field(default_factory=dict, repr=False)
+    per_class: "PerClassResult | None" = field(default=None, repr=False)
 
     @property
     def score(self) -> Score:

@@ -52,6 +52,8 @@ class EvaluatorSpec:
     parameter is an error); `metrics` are all it reports, `main_metric` among them the one its tables, charts and the
     CSV's Accuracy column show. `neighbours_val_to_train` / `neighbours_train_to_val` name the integer parameter that
     says how many nearest neighbours it reads in that direction, so one search can serve every evaluator of a pair.
+    `tunes_on_validation`: when the test split is scored, the evaluator takes the validation split as
+    `tuning_embeddings` to choose its hyper-parameters on (others simply score the test split).
     """
 
     title: str
@@ -62,6 +64,7 @@ class EvaluatorSpec:
     needs_class_embeddings: bool = False
     neighbours_val_to_train: str | None = None
     neighbours_train_to_val: str | None = None
+    tunes_on_validation: bool = False
 
     def __post_init__(self) -> None:
         if self.main_metric not in self.metrics:
@@ -123,6 +126,7 @@ class EvaluationModel(ABC):
             )
         self._num_classes = seen if num_classes is None else num_classes
         self.notes: list[str] = []  # sentences that qualify the scores (e.g. a solver that did not converge)
+        self.chosen: dict[str, float] = {}  # parameters the evaluator chose itself (e.g. the linear probe's C)
 
     @classmethod
     def title(cls) -> str:

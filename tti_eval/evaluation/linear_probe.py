@@ -5,7 +5,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tti_eval.common.base import Embeddings
 from tti_eval.common.errors import InvalidEmbeddingsError
-from tti_eval.common.vectors import row_chunks
+from tti_eval.common.vectors import check_vectors, row_chunks
 
 from ._metrics import ACCURACY, CLASSIFICATION_METRICS
 from .base import ClassificationModel, EvaluatorSpec, register_evaluator
@@ -23,6 +23,17 @@ class LinearProbeParams(BaseModel):
         (1e-3, 1e-2, 1e-1, 1e0, 1e1, 1e2, 1e3), min_length=1, description="The original tool's grid of C values."
     )
     max_folds: int = Field(5, ge=2, description="Cross-validation folds (fewer when the smallest class is smaller).")
+    C_search: tuple[float, ...] = Field(
+        tuple(10.0**e for e in range(-6, 7)),
+        min_length=1,
+        description="Scoring the test split: C values tried on the validation split (the CLIP paper's log grid).",
+    )
+    C_refine: int = Field(
+        4,
+        ge=0,
+        description="Scoring the test split: log-spaced C values then tried on each side of the best grid value, "
+        "up to its grid neighbours.",
+    )
 
 
 @register_evaluator
@@ -34,6 +45,10 @@ class LinearProbeClassifier(ClassificationModel):
     `cross_validate=True` instead chooses C from `C_grid` by stratified k-fold cross-validation (`max_folds`, or
     fewer for classes that small) on the train images only, then refits on all of them; the validation images are
     used for nothing but the final score.
+
+    Given `tuning_embeddings` (the validation split, when the test split is scored), it follows the CLIP paper's
+    protocol instead: C is chosen by accuracy on those images over `C_search`, then over `C_refine` finer values on
+    each side of the best, and the probe is refitted on train + tuning images with that C (`chosen["C"]`).
     """
 
     spec = EvaluatorSpec(
@@ -42,6 +57,7 @@ class LinearProbeClassifier(ClassificationModel):
         main_metric=ACCURACY,
         metrics=CLASSIFICATION_METRICS,
         params=LinearProbeParams,
+        tunes_on_validation=True,
     )
 
     def __init__(
@@ -49,15 +65,31 @@ class LinearProbeClassifier(ClassificationModel):
         train_embeddings: Embeddings,
         validation_embeddings: Embeddings,
         num_classes: int | None = None,
+        tuning_embeddings: Embeddings | None = None,
         **params: Any,
     ) -> None:
         super().__init__(train_embeddings, validation_embeddings, num_classes, **params)
-        # The classes seen in train, in label order: the model's columns.
-        self.classes, encoded = np.unique(train_embeddings.labels, return_inverse=True)
-        images = train_embeddings.images  # normalised a block at a time by the fit, never copied whole
+        images, labels = train_embeddings.images, train_embeddings.labels
+        if tuning_embeddings is not None:  # one matrix, so the final refit sees train + tuning rows alike
+            check_vectors(tuning_embeddings.images, "validation images")
+            if tuning_embeddings.dim != train_embeddings.dim or tuning_embeddings.labels.max() >= self.num_classes:
+                raise InvalidEmbeddingsError(
+                    "The validation embeddings do not match the train embeddings (dimension or classes); rebuild "
+                    "all splits of the pair with the same model and dataset definition."
+                )
+            images = np.concatenate([images, tuning_embeddings.images])
+            labels = np.concatenate([labels, tuning_embeddings.labels])
+        # The classes seen in the fitted images, in label order: the model's columns.
+        self.classes, encoded = np.unique(labels, return_inverse=True)
+        # `images` are normalised a block at a time by the fit, never copied whole
         several = len(self.classes) > 1
-        self.C = self._choose_C(images, encoded) if self.params.cross_validate and several else self.params.C
-        self.model = self._fit(images, encoded, self.C) if len(self.classes) > 1 else None
+        if tuning_embeddings is not None and several:
+            self.C = self.chosen["C"] = self._choose_C_on_tuning(images, encoded, len(train_embeddings.images))
+        elif self.params.cross_validate and several:
+            self.C = self.chosen["C"] = self._choose_C(images, encoded)
+        else:
+            self.C = self.params.C
+        self.model = self._fit(images, encoded, self.C) if several else None
         if self.model is None:
             self.notes.append("The train images hold a single class, so the probe predicts it for every image.")
         elif self.model.stop_reason:
@@ -88,6 +120,39 @@ class LinearProbeClassifier(ClassificationModel):
                 accuracy[i] += (predicted == encoded[test_rows]).mean() / folds
         chosen = grid[int(accuracy.argmax())]  # ties go to the stronger regularisation
         self.notes.append(f"C = {chosen:g}, chosen by {folds}-fold cross-validation on the train images.")
+        return chosen
+
+    def _choose_C_on_tuning(self, images: np.ndarray, encoded: np.ndarray, n_train: int) -> float:
+        """The C of `C_search`, then of the finer values around the best, with the highest accuracy on the tuning
+        rows (those from `n_train` on) when fitted on the train rows; ties go to the smaller C."""
+        fit_rows, tuning_rows = np.arange(n_train), np.arange(n_train, len(images))
+        tried: dict[float, float] = {}
+
+        def walk(values: list[float]) -> None:
+            model = None  # ascending values: each fit starts from the previous C's solution
+            for C in sorted(set(values) - set(tried)):
+                model = self._fit(images, encoded[fit_rows], C, rows=fit_rows, initial=model)
+                predicted = model.predict_proba(images[tuning_rows]).argmax(axis=1)
+                tried[C] = float((predicted == encoded[tuning_rows]).mean())
+
+        def best() -> float:
+            return max(sorted(tried), key=lambda C: tried[C])  # max keeps the first (smallest C) of equals
+
+        grid = sorted(self.params.C_search)
+        walk(grid)
+        coarse = best()
+        position = grid.index(coarse)
+        finer = []
+        for neighbour in (grid[max(position - 1, 0)], grid[min(position + 1, len(grid) - 1)]):
+            if neighbour != coarse:  # log-spaced strictly between the best and its neighbour
+                steps = np.arange(1, self.params.C_refine + 1) / (self.params.C_refine + 1)
+                finer += [float(v) for v in np.exp(np.log(coarse) + steps * (np.log(neighbour) - np.log(coarse)))]
+        walk(finer)
+        chosen = best()
+        self.notes.append(
+            f"C = {chosen:.3g}, chosen on the validation split ({len(tried)} values from {min(tried):g} to "
+            f"{max(tried):g}); the probe was refitted on train + validation."
+        )
         return chosen
 
     def _predict(self) -> tuple[np.ndarray, np.ndarray]:

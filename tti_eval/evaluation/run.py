@@ -5,18 +5,19 @@ CLI and a notebook present the same results their own way.
 """
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 from pydantic import BaseModel
 
 from tti_eval.common.base import EmbeddingDefinition, Embeddings, Split
-from tti_eval.common.cache import load_embeddings, load_metadata
-from tti_eval.common.errors import TTIEvalError
+from tti_eval.common.cache import build_command, embeddings_exist, load_embeddings, load_metadata
+from tti_eval.common.errors import CacheError, TTIEvalError
 from tti_eval.common.vectors import check_vectors
 
 from ._approximate import Search, approximate_neighbours, is_approximate
 from ._collapse import collapse_note
-from ._metrics import N_RESAMPLES, SEED, EvaluationResult
+from ._metrics import CONFIDENCE, N_RESAMPLES, SEED, EvaluationResult
 from .base import EvaluationModel
 
 # progress(steps done, total steps, what runs next): one step per (pair, evaluator).
@@ -37,6 +38,9 @@ def evaluate_embeddings(
     params: dict[str, dict[str, Any]] | None = None,
     model: str = "",
     dataset: str = "",
+    split: Split | str = Split.VALIDATION,
+    tuning: Embeddings | None = None,
+    class_names: Sequence[str] | None = None,
     n_resamples: int = N_RESAMPLES,
     seed: int = SEED,
     search: str | Search = Search.AUTO,
@@ -45,9 +49,11 @@ def evaluate_embeddings(
     """Run `evaluators` on one pair of splits; `params` maps an evaluator's title to its parameters (a parameter it
     does not have, or a value out of range, raises `InvalidParametersError` before any work).
 
-    Evaluators that read nearest neighbours (wKNN, I2IR) share one search of the pair, sized for the largest k
-    each direction needs, so the distances between the two sets are computed once. `search` is exact, approximate
-    or auto (exact below `EXACT_LIMIT` multiply-adds); an approximate search marks its results and notes its recall.
+    `validation` is the scored split, named by `split`; when it is the test split, `tuning` (the validation split)
+    goes to the evaluators that choose hyper-parameters on it. Evaluators that read nearest neighbours (wKNN, I2IR)
+    share one search of the pair, sized for the largest k each direction needs, so the distances between the two
+    sets are computed once. `search` is exact, approximate or auto (exact below `EXACT_LIMIT` multiply-adds); an
+    approximate search marks its results and notes its recall. Classifier results carry their per-class figures.
     """
     from ._neighbours import search_neighbours  # imports faiss
 
@@ -82,20 +88,46 @@ def evaluate_embeddings(
                 elif shared is None:
                     shared = search_neighbours(train.images, validation.images, k_val_to_train, k_train_to_val)
                 kwargs["neighbours"] = shared
+            if tuning is not None and evaluator_type.spec.tunes_on_validation:
+                kwargs["tuning_embeddings"] = tuning
             evaluator = evaluator_type(train, validation, num_classes=num_classes, **kwargs)
             metrics = evaluator.scores(n_resamples=n_resamples, seed=seed)
         except TTIEvalError as error:
             problems.append(f"{title} failed on {pair}: {_clause(error)}")
             continue
         searched = [search_notes[direction] for direction, k in enumerate(request) if k and direction in search_notes]
-        note = " ".join(part for part in (*evaluator.notes, *searched, collapsed) if part)
-        main = evaluator_type.spec.main_metric
-        results.append(
-            EvaluationResult(
-                model, dataset, title, main, metrics, note, approximate=bool(searched), **evaluator.outcomes()
-            )
+        result = EvaluationResult(
+            model,
+            dataset,
+            title,
+            evaluator_type.spec.main_metric,
+            metrics,
+            " ".join(part for part in (*evaluator.notes, *searched, collapsed) if part),
+            **evaluator.outcomes(),
+            split=Split(split).value,
+            params=settings[title].model_dump(mode="json"),
+            chosen=dict(evaluator.chosen),
+            n_train=len(train.images),
+            n_scored=len(validation.images),
+            class_names=tuple(class_names) if class_names else None,
+            approximate=bool(searched),
         )
+        results.append(with_per_class(result, n_resamples, seed))
     return EvaluationRun(results, problems)
+
+
+def with_per_class(
+    result: EvaluationResult, n_resamples: int = N_RESAMPLES, seed: int = SEED, confidence: float = CONFIDENCE
+) -> EvaluationResult:
+    """`result` with its per-class figures when it is a classifier's (it has predictions), else unchanged."""
+    if result.predictions is None or result.labels is None:
+        return result
+    from tti_eval.comparison.compare import per_class_results  # comparison imports this package
+
+    (found,) = per_class_results(
+        result.labels, [result.predictions], [result.model], result.class_names, n_resamples, seed, confidence
+    )
+    return replace(result, per_class=found)
 
 
 def run_evaluation(
@@ -103,47 +135,68 @@ def run_evaluation(
     definitions: Sequence[EmbeddingDefinition],
     *,
     params: dict[str, dict[str, Any]] | None = None,
+    split: Split | str = Split.VALIDATION,
     n_resamples: int = N_RESAMPLES,
     seed: int = SEED,
     search: str | Search = Search.AUTO,
     progress: ProgressCallback | None = None,
 ) -> EvaluationRun:
-    """Evaluate every cached pair in `definitions` with every evaluator (train fits, validation scores).
+    """Evaluate every cached pair in `definitions` with every evaluator: train fits, `split` (validation, the
+    original's protocol, or test) is scored; with test, the validation split tunes what an evaluator tunes.
 
     The number of classes comes from the class names stored with the cache when there are any, so classes absent
     from both splits still count; caches of the original tool fall back to the labels. A pair that cannot be
-    loaded is reported in `problems` and the others still run.
+    loaded is reported in `problems` and the others still run. Each result keeps its splits' stored fingerprints.
     """
     _settings(evaluators, params)  # a bad parameter fails before any pair is loaded
+    split = Split(split)
+    if split == Split.TRAIN:
+        raise TTIEvalError("The train split is what evaluators fit; score the validation or the test split.")
+    read = [Split.TRAIN, Split.VALIDATION] + ([Split.TEST] if split == Split.TEST else [])
     results: list[EvaluationResult] = []
     problems: list[str] = []
     total = len(definitions) * len(evaluators)
     for position, definition in enumerate(definitions):
         try:
-            train = load_embeddings(definition, Split.TRAIN)
-            validation = load_embeddings(definition, Split.VALIDATION)
-            class_names = load_metadata(definition, Split.TRAIN).get("class_names")
+            splits = {s: load_embeddings(definition, s) for s in _require(definition, read)}
+            metadata = {s: load_metadata(definition, s) for s in read}
         except TTIEvalError as error:
             problems.append(str(error))
             continue
+        class_names = metadata[Split.TRAIN].get("class_names")
         run = evaluate_embeddings(
-            train,
-            validation,
+            splits[Split.TRAIN],
+            splits[split],
             evaluators,
             num_classes=len(class_names) if class_names else None,
             params=params,
             model=definition.model,
             dataset=definition.dataset,
+            split=split,
+            tuning=splits[Split.VALIDATION] if split == Split.TEST else None,
+            class_names=class_names,
             n_resamples=n_resamples,
             seed=seed,
             search=search,
             on_evaluator=_step_reporter(progress, position * len(evaluators), total, definition),
         )
-        results.extend(run.results)
+        fingerprints = {s.value: metadata[s].get("fingerprint") for s in read}
+        results.extend(replace(result, fingerprints=fingerprints) for result in run.results)
         problems.extend(run.problems)
     if progress is not None:
         progress(total, total, "done")
     return EvaluationRun(results, problems)
+
+
+def _require(definition: EmbeddingDefinition, splits: Sequence[Split]) -> Sequence[Split]:
+    """`splits`, or one sentence naming the build command for the first that is not cached."""
+    for split in splits:
+        if not embeddings_exist(definition, split):
+            raise CacheError(
+                f"{definition} has no {split.value} embeddings; run `{build_command(definition)} --split "
+                f"{split.value}` first."
+            )
+    return splits
 
 
 def _settings(

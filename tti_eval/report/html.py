@@ -9,7 +9,15 @@ from pathlib import Path
 
 from tti_eval.common.atomic import atomic_write
 from tti_eval.comparison.results import ComparisonRun, GroupComparison, PerClassResult
-from tti_eval.comparison.writers import GROUP_HEADER, TIED, describe_test, group_rows, leaderboard_rows
+from tti_eval.comparison.writers import (
+    BELOW,
+    GROUP_HEADER,
+    TIED,
+    describe_test,
+    group_rows,
+    leaderboard_rows,
+    per_class_rows,
+)
 from tti_eval.plotting.confusion import MAX_MATRIX_CLASSES, confusion_figure
 
 from .charts import group_chart, png_bytes
@@ -69,22 +77,8 @@ def _anchor(group: GroupComparison) -> str:
 
 
 def _per_class_table(per_class: list[PerClassResult]) -> str:
-    """Recall [interval] of each class, models side by side; a cell is marked where its interval lies entirely below
-    another model's interval for the same class."""
-    names = [c.name for c in per_class[0].classes]
-    rows = []
-    for k, name in enumerate(names):
-        recalls = [model.classes[k].recall for model in per_class]
-        best_low = max((r.low for r in recalls if r is not None), default=None)
-        row = [name, str(per_class[0].classes[k].support)]
-        for recall in recalls:
-            if recall is None:
-                row.append("–")
-                continue
-            below = best_low is not None and recall.high < best_low
-            row.append(f"{'▼ ' if below else ''}{recall.value:.3f} [{recall.low:.3f}, {recall.high:.3f}]")
-        rows.append(row)
-    return _table(["Class", "Images", *(model.model for model in per_class)], rows, name_column=0)
+    header, rows = per_class_rows(per_class)
+    return _table(header, rows, name_column=0)
 
 
 def _group_section(group: GroupComparison) -> str:
@@ -102,7 +96,8 @@ def _group_section(group: GroupComparison) -> str:
         parts.append("<h3>Per class</h3>")
         if classes <= MAX_MATRIX_CLASSES:
             parts.append(
-                "<p>Recall with its interval; ▼ marks a recall whose interval lies entirely below another model's.</p>"
+                f"<p>Recall with its interval; {BELOW} marks a recall whose interval lies entirely below another "
+                "model's.</p>"
             )
             parts.append(_per_class_table(group.per_class))
         figures = []

@@ -1,0 +1,134 @@
+"""`tti-eval compare`: which models the data can tell apart, per (dataset, evaluator) and across datasets.
+
+It selects pairs and evaluators exactly as `evaluate` does, runs the same evaluation, and hands the results (which
+keep their per-image outcomes) to `tti_eval.comparison.compare_results`; this module only prints and saves.
+"""
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from tti_eval.common import get_settings
+
+from .console import console, user_errors, warn
+from .main import (
+    AllOption,
+    EvaluatorOption,
+    ModelDatasetOption,
+    ScoredSplit,
+    SearchOption,
+    SplitOption,
+    app,
+    per_class_table,
+    run_with_progress,
+    select_work,
+)
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from tti_eval.comparison import ComparisonRun
+    from tti_eval.comparison.results import GroupComparison, Leaderboard
+
+
+@app.command()
+@user_errors
+def compare(
+    model_dataset: ModelDatasetOption = None,
+    all_: AllOption = False,
+    evaluator: EvaluatorOption = None,
+    split: SplitOption = ScoredSplit.VALIDATION,
+    alpha: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="A model is tied with the best when its Holm-adjusted p is at least this."),
+    ] = 0.05,
+    save: Annotated[
+        bool, typer.Option("--save", "-s", help="Write compare_<time>.json and .md to the output folder.")
+    ] = False,
+    per_class: Annotated[
+        bool, typer.Option("--per-class", help="Also show each class's recall for the compared models side by side.")
+    ] = False,
+    search: SearchOption = "auto",
+) -> None:
+    """Rank models on the same images: paired differences to the best, Holm-adjusted p, ties with the best."""
+    from tti_eval.comparison import compare_results, save_comparison
+
+    evaluators, search_mode, pairs, missing = select_work(evaluator, search, model_dataset, all_, split, "compare")
+    run = run_with_progress(evaluators, pairs, split, search_mode)
+    comparison = compare_results(run.results, alpha=alpha, on_problem=warn)
+    print_comparison(comparison, per_class)
+    if save and comparison.groups:
+        json_path, markdown_path = save_comparison(comparison, comparisons_folder())
+        console.print(f"Saved the comparison to {json_path} and {markdown_path}", highlight=False)
+    if missing or not comparison.groups:
+        raise typer.Exit(1)
+
+
+def comparisons_folder():
+    return get_settings().output_path / "comparisons"
+
+
+def print_comparison(run: "ComparisonRun", per_class: bool = False) -> None:
+    from tti_eval.comparison.writers import TIED
+
+    if not run.groups:
+        console.print("Nothing could be compared.")
+        return
+    for group in run.groups:
+        console.print(group_table(group))
+        if per_class and group.per_class:
+            console.print(per_class_table(f"{group.dataset} · {group.evaluator}", group.per_class))
+    for board in run.leaderboards:
+        console.print(leaderboard_table(board))
+    console.print(
+        f"{TIED}: the Holm-adjusted p of the paired test against the best is at least {run.alpha:g}, so these images "
+        "cannot tell the model from the best.",
+        highlight=False,
+    )
+
+
+def group_table(group: "GroupComparison") -> "Table":
+    from rich import box
+    from rich.table import Table
+
+    from tti_eval.comparison.writers import GROUP_HEADER, describe_test, group_rows
+
+    # No vertical rules or outer padding: six columns of intervals then fit in 100 columns with 18-letter names.
+    table = Table(
+        title=f"\n{group.dataset} · {group.evaluator} · {group.split}: {group.metric} on {group.n} images",
+        title_justify="left",
+        caption=f"Paired 95 % bootstrap intervals; p from {describe_test(group)}, Holm-adjusted.",
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    for k, column in enumerate(GROUP_HEADER):
+        if k == 1:  # a long model name wraps rather than being cut
+            table.add_column(column, overflow="fold")
+        else:
+            table.add_column(column, justify="left" if k == 5 else "right", no_wrap=True)
+    for row, style in zip(group_rows(group), ["bold"] + [""] * len(group.comparisons), strict=True):
+        table.add_row(*row, style=style)
+    return table
+
+
+def leaderboard_table(board: "Leaderboard") -> "Table":
+    from rich import box
+    from rich.table import Table
+
+    from tti_eval.comparison.writers import leaderboard_rows
+
+    header, rows = leaderboard_rows(board)
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+        title=f"\nAcross datasets · {board.evaluator} · {board.split}: mean rank, wins/ties/losses vs each model",
+        title_justify="left",
+    )
+    for k, column in enumerate(header):
+        table.add_column(column, justify="left" if k == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    return table
