@@ -158,6 +158,7 @@ def test_evaluate_test_split_saves_a_self_describing_json(env):
     assert min(probe.parameters["C_search"]) <= probe.chosen["C"] <= max(probe.parameters["C_search"])
     assert f"C = {probe.chosen['C']:.3g}, chosen on the validation split" in " ".join(result.output.split())
     assert "recall per class" in result.output and "digit 0" in result.output
+    assert "linear_probe: Accuracy on the test split" in " ".join(result.output.split())
     confusion = sorted((env / "evaluations").glob("*_confusion.png"))
     assert len(confusion) == 4 and all(Image.open(path).size[0] > 300 for path in confusion)
 

@@ -124,6 +124,10 @@ def test_every_classifier_result_carries_its_per_class_figures():
     assert figures.confusion_matrix == reference
     (i2ir,) = evaluated("sharp", 1.2, (I2IRetrievalEvaluator,))
     assert i2ir.per_class is None
+    skipped = evaluate_embeddings(
+        synthetic(1, 120, 1.2), synthetic(2, 80, 1.2), [WeightedKNNClassifier], per_class=False
+    )
+    assert skipped.results[0].per_class is None  # a caller that shows no per-class figures does not pay for them
 
 
 def reference_C_choice(train: Embeddings, validation: Embeddings, grid, refine: int) -> float:

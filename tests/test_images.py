@@ -300,9 +300,11 @@ def test_build_with_draft_decoding_opts_in_and_says_so(tiny_models, cache_path, 
     model = ModelProvider.get_model("tiny-openclip")
 
     for draft in (False, True):
-        args = ["build", "-md", str(pair), "--split", "validation", "--overwrite", "--num-workers", "1"]
+        # No --overwrite: the option is part of the split's fingerprint, so switching it marks the split stale.
+        args = ["build", "-md", str(pair), "--split", "validation", "--num-workers", "1"]
         result = runner.invoke(app, args + (["--draft-decode"] if draft else []))
         assert result.exit_code == 0, result.output
+        assert ("stale (draft decoding switched on)" in result.output) is draft
         assert load_metadata(pair, Split.VALIDATION)["draft_decode"] is draft
         embeddings = load_embeddings(pair, Split.VALIDATION)
         # Reference: each file decoded on its own, at 1/4 scale with the draft (twice the 32-pixel input is 64, and

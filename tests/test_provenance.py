@@ -228,3 +228,13 @@ def test_model_types_name_the_files_their_weights_come_from(tmp_path, monkeypatc
     monkeypatch.setenv("TTI_EVAL_CACHE_PATH", str(tmp_path / "cache"))
     assert LocalCLIPModel.source_paths("mine", "ViT-B-32") == [tmp_path / "cache" / "models" / "mine" / "checkpoint.pt"]
     assert LocalCLIPModel.source_paths("mine", "ViT-B-32", cache_dir=str(folder)) == [folder / "checkpoint.pt"]
+
+
+def test_draft_decoding_is_part_of_the_fingerprint_and_older_fingerprints_meant_full_decoding():
+    from tti_eval.provenance import explain_changes
+
+    older = {"model": {}, "dataset": {}}  # written before the option existed: every image was fully decoded
+    assert explain_changes(older, {"draft_decode": False}) == []
+    assert explain_changes(older, {"draft_decode": True}) == ["draft decoding switched on"]
+    assert explain_changes({"draft_decode": True}, {"draft_decode": False}) == ["draft decoding switched off"]
+    assert explain_changes({"draft_decode": True}, {}) == []  # readers cannot tell how a build decoded

@@ -24,8 +24,10 @@ from torch.utils.data import Dataset as TorchDataset
 
 from tti_eval.common import EmbeddingDefinition, Embeddings, Split, TTIEvalError
 from tti_eval.common.atomic import remove_stale_temp_files
-from tti_eval.common.cache import embedding_path, load_embeddings, save_embeddings_streamed
+from tti_eval.common.cache import array_shapes, embedding_path, load_embeddings, save_embeddings_streamed
+from tti_eval.common.errors import CacheError
 from tti_eval.common.malloc import freed_memory_kept
+from tti_eval.common.vectors import row_chunks
 from tti_eval.dataset import DatasetProvider
 from tti_eval.dataset.base import Dataset
 from tti_eval.dataset.images import BadImageError, to_rgb
@@ -142,6 +144,27 @@ def pass_on_bad(bad: list[dict[str, str]], dataset: Dataset, on_skip: SkipCallba
         on_skip(item["bad"], item["reason"])
 
 
+# Two different classes whose prompt embeddings are closer than this are one point to the model: its text tower
+# cannot tell them apart (a transformers folder without its tokenizer files embeds every prompt alike).
+COLLAPSED_COSINE = 0.9999
+
+
+def check_distinct_classes(classes: np.ndarray, class_names: Sequence[str], model: str) -> None:
+    """Refuse class embeddings (unit rows) in which two different classes coincide: zero-shot scores built on them
+    would be chance passed off as a result. Compared a block of rows at a time, so many classes need little memory."""
+    for rows in row_chunks(len(classes)):
+        cosines = classes[rows] @ classes.T
+        cosines[np.arange(cosines.shape[0]), np.arange(rows.start, rows.stop)] = -np.inf  # a class against itself
+        flat = int(np.argmax(cosines))
+        first, second = divmod(flat, cosines.shape[1])
+        if cosines[first, second] > COLLAPSED_COSINE:
+            raise TTIEvalError(
+                f"Model '{model}' embeds the prompts of classes '{class_names[rows.start + first]}' and "
+                f"'{class_names[second]}' identically (cosine {cosines[first, second]:.5f}), so it cannot tell classes "
+                "apart; check that its tokenizer files are present and that the prompts fit its text length."
+            )
+
+
 def embed_images(
     model: Model,
     dataset: Dataset,
@@ -201,6 +224,8 @@ def compute_embeddings(
     input: several times faster on photos, with slightly different pixels and hence embeddings."""
     check_not_empty(dataset)
     classes = embed_class_prompts(model, dataset.prompts) if dataset.class_names else None
+    if classes is not None:
+        check_distinct_classes(classes, dataset.class_names, model.title)
     with _decoding_at(dataset, draft_min_size(model) if draft_decode else None):
         images, labels = embed_images(model, dataset, batch_size, num_workers, on_batch, on_skip)
     check_some_read(dataset, len(labels))
@@ -244,7 +269,7 @@ def build_metadata(
 ) -> dict:
     """What a cached split records about itself; `skipped_images` are the (image, reason) pairs a build left out."""
     return {
-        "fingerprint": build_fingerprint(definition, dataset),
+        "fingerprint": build_fingerprint(definition, dataset, draft_decode),
         "carving": dataset.carving,
         "model": ModelProvider.registry.spec(definition.model).model_dump(mode="json", exclude_none=True),
         "dataset": DatasetProvider.registry.spec(definition.dataset).model_dump(mode="json", exclude_none=True),
@@ -356,7 +381,7 @@ def shard_store(
     key = shard_key(
         model=ModelProvider.registry.spec(definition.model).model_dump(mode="json", exclude_none=True),
         dataset=DatasetProvider.registry.spec(definition.dataset).model_dump(mode="json", exclude_none=True),
-        fingerprint=build_fingerprint(definition, dataset),
+        fingerprint=build_fingerprint(definition, dataset, draft_decode),
         split=Split(split).value,
         num_images=len(dataset),
         shard_size=shard_size,
@@ -389,6 +414,8 @@ def _build_split(
 
     try:
         classes = engine.embed_classes(dataset)
+        if classes is not None:
+            check_distinct_classes(classes, dataset.class_names, definition.model)
         advance(0)
         engine.embed_shards(dataset, store, advance, on_skip)
     except KeyboardInterrupt:
@@ -445,8 +472,14 @@ def build_embeddings(
         if not path.is_file() or overwrite:
             todo[split] = None
             continue
+        try:
+            array_shapes(definition, split)
+        except CacheError:  # a 0-byte or truncated file is not "already cached"
+            note(split, "is damaged or incomplete; rebuilding it")
+            todo[split] = None
+            continue
         dataset = DatasetProvider.get_dataset(definition.dataset, split)
-        state = split_state(definition, split, current=build_fingerprint(definition, dataset))
+        state = split_state(definition, split, current=build_fingerprint(definition, dataset, draft_decode))
         if state.status == "stale":
             note(split, f"is stale ({'; '.join(state.reasons)}); rebuilding it")
             todo[split] = dataset

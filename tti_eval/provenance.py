@@ -128,8 +128,11 @@ def _model_paths(title: str) -> list[str]:
     return sorted({str(Path(p).expanduser().resolve()) for p in paths})
 
 
-def build_fingerprint(definition: EmbeddingDefinition, dataset: "Dataset") -> dict[str, Any]:
-    """The full fingerprint of one split of `definition`, whose dataset split `dataset` is (loaded by the caller)."""
+def build_fingerprint(
+    definition: EmbeddingDefinition, dataset: "Dataset", draft_decode: bool = False
+) -> dict[str, Any]:
+    """The full fingerprint of one split of `definition`, whose dataset split `dataset` is (loaded by the caller),
+    built with or without `draft_decode` (reduced-scale JPEG decoding changes the pixels, hence the embeddings)."""
     suffixes = sorted(dataset.image_suffixes) if dataset.image_suffixes is not None else None
     image_paths = sorted({str(Path(p).expanduser().resolve()) for p in dataset.source_paths()})
     return {
@@ -139,6 +142,7 @@ def build_fingerprint(definition: EmbeddingDefinition, dataset: "Dataset") -> di
         "model_files": _paths_identity(_model_paths(definition.model), None, None),
         "image_files": {"suffixes": suffixes, "paths": _paths_identity(image_paths, suffixes, None)},
         "images": dataset.source_identity(),
+        "draft_decode": draft_decode,
         "versions": library_versions(),
     }
 
@@ -200,6 +204,9 @@ def explain_changes(stored: Mapping[str, Any], current: Mapping[str, Any]) -> li
     if "image_files" in current:
         before = stored.get("image_files", {}).get("paths", {})
         reasons.append(_files_change(before, current["image_files"]["paths"], "image"))
+    # Fingerprints from before draft decoding existed were all built with full decoding.
+    if "draft_decode" in current and stored.get("draft_decode", False) != current["draft_decode"]:
+        reasons.append(f"draft decoding switched {'on' if current['draft_decode'] else 'off'}")
     if changed("images"):
         reasons.append(f"dataset source changed ({', '.join(changed('images'))})")
     if changed("versions"):

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from tti_eval.common.atomic import atomic_write, remove_stale_temp_files
+from tti_eval.common.atomic import atomic_write, remove_stale_temp_files, write_error
 
 DEFAULT_SHARD_SIZE = 4096
 _KEY_FILE = "key.json"
@@ -37,6 +37,7 @@ class ShardStore:
         if shard_size < 1:
             raise ValueError("shard_size must be positive")
         self.folder = final_path.with_name(f".{final_path.stem}.shards")
+        self.final_path = final_path  # what a failed write is reported as: the shards are its work files
         self.key = key
         self.num_images = num_images
         self.shard_size = shard_size
@@ -50,8 +51,12 @@ class ShardStore:
             found = None
         if found != self.key or discard:  # shards of another definition, or no usable folder: start afresh
             shutil.rmtree(self.folder, ignore_errors=True)
-            self.folder.mkdir(parents=True, exist_ok=True)
-            atomic_write(key_file, lambda handle: handle.write(json.dumps({"key": self.key}).encode()))
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise write_error(e, self.final_path) from None
+            key = json.dumps({"key": self.key}).encode()
+            atomic_write(key_file, lambda handle: handle.write(key), reported_as=self.final_path)
         remove_stale_temp_files(self.folder)
 
     @property
@@ -80,7 +85,7 @@ class ShardStore:
         if images.shape[0] + len(skipped) != len(self.rows(shard)) or labels.shape[0] != images.shape[0]:
             raise ValueError(f"shard {shard} needs {len(self.rows(shard))} rows, got {images.shape[0]}")
         arrays = {"images": images, "labels": labels, "skipped": np.array(json.dumps(list(skipped)))}
-        atomic_write(self._path(shard), lambda handle: np.savez(handle, **arrays))
+        atomic_write(self._path(shard), lambda handle: np.savez(handle, **arrays), reported_as=self.final_path)
 
     def _read(self, shard: int, name: str) -> np.ndarray:
         with np.load(self._path(shard), allow_pickle=False) as archive:

@@ -54,7 +54,11 @@ def compare(
     from tti_eval.comparison import compare_results, save_comparison
 
     evaluators, search_mode, pairs, missing = select_work(evaluator, search, model_dataset, all_, split, "compare")
-    run = run_with_progress(evaluators, pairs, split, search_mode)
+    if save:
+        from tti_eval.common.atomic import check_writable
+
+        check_writable(comparisons_folder(), "the comparison")
+    run = run_with_progress(evaluators, pairs, split, search_mode, per_class=False)  # the comparison has its own
     comparison = compare_results(run.results, alpha=alpha, on_problem=warn)
     print_comparison(comparison, per_class)
     if save and comparison.groups:

@@ -1,7 +1,11 @@
 """Terminal output shared by the commands, and the rule that user errors end in one sentence, not a traceback."""
 
+import contextlib
 import functools
 import logging
+import os
+import signal
+import sys
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -13,6 +17,8 @@ from tti_eval.common.errors import TTIEvalError
 console = Console()
 DEBUG = False  # set by the global --debug option: errors keep their traceback instead of becoming one line
 err_console = Console(stderr=True)
+
+INTERRUPTED = "Interrupted; finished files are kept and a rerun picks up where this one stopped."
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -68,8 +74,22 @@ def user_errors(command: Callable[P, R]) -> Callable[P, R]:
                 raise
             raise fail(str(e)) from None
         except KeyboardInterrupt as e:  # a build's interruption says what a rerun will redo
-            raise fail(
-                str(e) or "Interrupted; finished files are kept and a rerun picks up where this one stopped.", 130
-            ) from None
+            raise fail(str(e) or INTERRUPTED, 130) from None
 
     return wrapper
+
+
+def interrupt_exits_130_from_now_on() -> None:
+    """Once a command has returned, only click's ending and the interpreter's shutdown (atexit handlers, worker and
+    thread clean-up) are left, where a KeyboardInterrupt would die silently or as a traceback: a Ctrl-C from here on
+    ends the process at once with the usual note and exit code 130. Only the real entry point calls this; it changes
+    a process-wide handler."""
+
+    def interrupted(signum: int, frame: object) -> None:
+        err_console.print(f"[bold red]Error:[/] {INTERRUPTED}", highlight=False)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(130)
+
+    signal.signal(signal.SIGINT, interrupted)

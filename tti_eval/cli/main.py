@@ -19,7 +19,7 @@ from tti_eval.model import ModelProvider
 from tti_eval.plotting.reduction import DEFAULT_REDUCTION, REDUCERS
 
 from . import console as console_module
-from .console import configure_logging, console, user_errors, warn
+from .console import configure_logging, console, interrupt_exits_130_from_now_on, user_errors, warn
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -156,6 +156,7 @@ def build(
 ) -> None:
     """Compute and cache image and class embeddings for model/dataset pairs."""
     from tti_eval.compute import DEFAULT_SPLITS, build_pairs
+    from tti_eval.model.base import resolve_device
 
     ray_options = {"address": address, "workers": workers, "gpus_per_worker": gpus_per_worker}
     if engine is BuildEngine.LOCAL and any(value is not None for value in ray_options.values()):
@@ -163,6 +164,8 @@ def build(
     if engine is BuildEngine.RAY and (device is not None or num_workers is not None or draft_decode):
         raise TTIEvalError("--device, --num-workers and --draft-decode apply to --engine local only.")
     splits = list(dict.fromkeys(split or DEFAULT_SPLITS))
+    if device is not None:
+        resolve_device(device)  # a device this machine lacks is one sentence before any pair is picked or loaded
     _report_definition_problems()
     pairs = parse_pairs(model_dataset) if model_dataset else _pick_pairs_to_build(include_existing, by_dataset, splits)
     if not pairs:
@@ -366,6 +369,7 @@ def run_with_progress(
     split: ScoredSplit,
     search: str,
     params: dict | None = None,
+    per_class: bool = True,
 ) -> "EvaluationRun":
     """`run_evaluation` behind a transient progress bar; its problems are printed as warnings."""
     from rich.progress import Progress
@@ -380,6 +384,7 @@ def run_with_progress(
             params=params,
             split=split.value,
             search=search,
+            per_class=per_class,
             progress=lambda done, total, what: progress.update(task, completed=done, description=what),
         )
     for problem in run.problems:
@@ -414,8 +419,14 @@ def evaluate(
 ) -> None:
     """Score cached embeddings with every evaluator (or those chosen with -e), with 95 % bootstrap intervals."""
     evaluators, search_mode, pairs, missing = select_work(evaluator, search, model_dataset, all_, split, "evaluate")
+    if save or plot:  # the scores of a long run must not end in a folder they cannot be written to
+        from tti_eval.common.atomic import check_writable
+        from tti_eval.evaluation.report import evaluation_csv_path
+
+        check_writable(evaluation_csv_path().parent, "the scores")
     params = {LinearProbeClassifier.title(): {"cross_validate": True}} if cross_validate else None
-    run = run_with_progress(evaluators, pairs, split, search_mode, params)
+    # Per-class figures cost a bootstrap per classifier result: only when they are shown, saved or plotted.
+    run = run_with_progress(evaluators, pairs, split, search_mode, params, per_class=per_class or save or plot)
     for title in (e.title() for e in evaluators):
         results = [r for r in run.results if r.evaluator == title]
         if results:
@@ -431,14 +442,13 @@ def evaluate(
         if save:
             from tti_eval.evaluation.records import write_json
 
-            console.print(f"Saved the scores to {write_csv(run.results, csv_path)}", highlight=False)
-            json_path = write_json(run.results, csv_path.with_suffix(".json"))
+            console.print(f"Saved the scores to {write_csv(run.results, csv_path, run.skipped)}", highlight=False)
+            json_path = write_json(run.results, csv_path.with_suffix(".json"), skipped=run.skipped)
             console.print(f"Saved every figure and its provenance to {json_path}", highlight=False)
         if plot:
             _plot(run.results, csv_path)
-    evaluated = {(r.model, r.dataset) for r in run.results}
-    if missing or any((p.model, p.dataset) not in evaluated for p in pairs):
-        raise typer.Exit(1)  # some pair could not be evaluated; its sentence is above
+    if missing or run.problems:
+        raise typer.Exit(1)  # some pair, or some evaluator on a pair, was not evaluated; its sentence is above
 
 
 def _plot(results: "Sequence[EvaluationResult]", csv_path) -> None:
@@ -506,7 +516,8 @@ def scores_table(title: str, results: "Sequence[EvaluationResult]") -> "Table":
     cells = {(r.model, r.dataset): r for r in results}
     metric = results[0].main_metric.label
     marked = "≈ approximate search (see the note), " if any(r.approximate for r in results) else ""
-    table = Table(title=f"{title}: {metric} [dim]({marked}95 % interval in brackets)[/]", title_justify="left")
+    scored = f" on the {results[0].split} split" if results[0].split != Split.VALIDATION.value else ""
+    table = Table(title=f"{title}: {metric}{scored} [dim]({marked}95 % interval in brackets)[/]", title_justify="left")
     table.add_column("Model")
     for dataset in datasets:
         table.add_column(dataset, justify="right")
@@ -637,7 +648,10 @@ from . import compare, report  # noqa: E402, F401  (their commands register on `
 
 
 def cli() -> None:
-    app()
+    try:
+        app()
+    finally:
+        interrupt_exits_130_from_now_on()
 
 
 if __name__ == "__main__":  # `python -m tti_eval.cli.main`: run the package's module, where every command registered

@@ -122,19 +122,36 @@ def load_metadata(definition: EmbeddingDefinition, split: Split) -> dict[str, An
         raise CacheError(f"{path} has unreadable metadata; rebuild it with `{build_command(definition, True)}`.") from e
 
 
-def read_shape(definition: EmbeddingDefinition, split: Split) -> tuple[int, int]:
-    """(N, D) of a cached split from the array header alone, without reading the embeddings."""
+def array_shapes(definition: EmbeddingDefinition, split: Split) -> dict[str, tuple[int, ...]]:
+    """The shape of every array in a cached split, read from the zip directory and the array headers alone.
+
+    A cheap completeness check (a 0-byte or truncated file has no readable directory) that never reads the
+    embeddings; a file without the arrays every split has, or with labels that do not match its images, is damaged."""
     path = embedding_path(definition, split)
+    shapes: dict[str, tuple[int, ...]] = {}
     try:
-        with zipfile.ZipFile(path) as archive, archive.open("image_embeddings.npy") as member:
-            major, _ = np.lib.format.read_magic(member)
-            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-            shape, _, _ = read_header(member)
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+        with zipfile.ZipFile(path) as archive:
+            for name in archive.namelist():
+                with archive.open(name) as member:
+                    major, _ = np.lib.format.read_magic(member)
+                    read_header = (
+                        np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                    )
+                    shapes[name.removesuffix(".npy")] = read_header(member)[0]
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
         raise CacheError(
             f"{path} cannot be read ({type(e).__name__}); rebuild it with `{build_command(definition, True)}`."
         ) from None
-    return int(shape[0]), int(shape[1]) if len(shape) > 1 else 0
+    images, labels = shapes.get("image_embeddings"), shapes.get("labels")
+    if images is None or labels is None or len(images) != 2 or labels != images[:1]:
+        raise CacheError(f"{path} is damaged or incomplete; rebuild it with `{build_command(definition, True)}`.")
+    return shapes
+
+
+def read_shape(definition: EmbeddingDefinition, split: Split) -> tuple[int, int]:
+    """(N, D) of a cached split from its array headers, without reading the embeddings."""
+    rows, dim = array_shapes(definition, split)["image_embeddings"]
+    return int(rows), int(dim)
 
 
 def list_cached(cache_path: Path | None = None) -> dict[EmbeddingDefinition, list[Split]]:

@@ -25,3 +25,7 @@ class CacheError(TTIEvalError):
 
 class InvalidEmbeddingsError(TTIEvalError, ValueError):
     """Embeddings have the wrong shape, or contain zero or non-finite vectors."""
+
+
+class WriteError(TTIEvalError):
+    """A file could not be written: a full disk, a read-only folder, a file where a folder should be."""

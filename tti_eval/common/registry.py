@@ -192,7 +192,7 @@ class DefinitionRegistry(Generic[T]):
         snapshot = self._snapshot()
         if snapshot == self._loaded_from:
             return
-        self._file_entries, self._problems = {}, self._sources_path_problems()
+        self._file_entries, self._problems = {}, []
         for file, _ in snapshot:
             try:
                 entry = self._read_file(file)
@@ -238,9 +238,11 @@ class DefinitionRegistry(Generic[T]):
 
     @property
     def problems(self) -> list[str]:
-        """One sentence per definition file that could not be loaded."""
+        """One sentence per `TTI_EVAL_SOURCES_PATH` folder that is missing or a file, and per definition file that
+        could not be loaded. The folders are checked on every call: the setting may change in a running session
+        without any definition file changing."""
         self._ensure_loaded()
-        return list(self._problems)
+        return [*self._sources_path_problems(), *self._problems]
 
     @property
     def type_field(self) -> str:

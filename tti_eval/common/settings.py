@@ -10,6 +10,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .errors import TTIEvalError
+
 PACKAGE_PATH = Path(__file__).resolve().parent.parent
 
 
@@ -63,4 +65,21 @@ class Settings(BaseSettings):
 
 
 def get_settings() -> Settings:
-    return Settings()
+    """The settings as the environment and `.env` give them now; a `.env` that cannot be read, or a cache path that
+    is a file, is one sentence for every command rather than a traceback or a misleading "nothing cached"."""
+    try:
+        settings = Settings()
+    except (OSError, UnicodeDecodeError) as e:
+        reason = (
+            e.strerror
+            if isinstance(e, OSError) and e.strerror
+            else f"not UTF-8 text at byte {getattr(e, 'start', '?')}"
+        )
+        raise TTIEvalError(
+            f"The .env file in {Path.cwd()} cannot be read ({reason}); make it a readable UTF-8 text file or remove it."
+        ) from None
+    if settings.cache_path.exists() and not settings.cache_path.is_dir():
+        raise TTIEvalError(
+            f"The cache path {settings.cache_path} is a file, not a folder; point TTI_EVAL_CACHE_PATH at a folder."
+        )
+    return settings

@@ -21,6 +21,7 @@ from tti_eval.comparison.results import PerClassResult
 from tti_eval.provenance import run_versions
 
 from ._metrics import CONFIDENCE, N_RESAMPLES, SEED, EvaluationResult, Metric, Score
+from .run import Skipped
 
 
 class _Frozen(BaseModel):
@@ -76,8 +77,15 @@ class EvaluationRecord(_Frozen):
     outcomes: OutcomesRecord
 
 
+class SkippedRecord(_Frozen):
+    model: str
+    dataset: str
+    evaluator: str
+    reason: str = Field(description="why the evaluator could not score the pair")
+
+
 class EvaluationFile(_Frozen):
-    """Everything one `tti-eval evaluate --save` scored."""
+    """Everything one `tti-eval evaluate --save` scored, and what it could not."""
 
     created: str
     seed: int
@@ -85,6 +93,7 @@ class EvaluationFile(_Frozen):
     confidence: float
     versions: dict[str, str]
     results: list[EvaluationRecord]
+    skipped: list[SkippedRecord] = Field(default_factory=list, description="evaluators that skipped a pair")
 
 
 def _list(array: np.ndarray | None) -> list | None:
@@ -164,6 +173,7 @@ def evaluation_file(
     n_resamples: int = N_RESAMPLES,
     seed: int = SEED,
     confidence: float = CONFIDENCE,
+    skipped: Iterable[Skipped] = (),
 ) -> EvaluationFile:
     return EvaluationFile(
         created=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -172,14 +182,20 @@ def evaluation_file(
         confidence=confidence,
         versions=run_versions(),
         results=[to_record(result) for result in results],
+        skipped=[SkippedRecord(**entry._asdict()) for entry in skipped],
     )
 
 
 def write_json(
-    results: Iterable[EvaluationResult], path: Path, n_resamples: int = N_RESAMPLES, seed: int = SEED
+    results: Iterable[EvaluationResult],
+    path: Path,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = SEED,
+    skipped: Iterable[Skipped] = (),
 ) -> Path:
-    """Write `evaluation_file(results)` to `path` in one step and return the path."""
-    text = evaluation_file(results, n_resamples, seed).model_dump_json()  # compact: outcomes can be long
+    """Write `evaluation_file(results, skipped=skipped)` to `path` in one step and return the path."""
+    file = evaluation_file(results, n_resamples, seed, skipped=skipped)
+    text = file.model_dump_json()  # compact: outcomes can be long
     return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 

@@ -18,6 +18,7 @@ from tti_eval.common.settings import get_settings
 
 from ._metrics import ACCURACY, EvaluationResult, Metric
 from .base import EVALUATORS
+from .run import Skipped
 
 MAIN_COLUMN = ACCURACY.label  # the original tool's name for its one number
 
@@ -61,12 +62,26 @@ def evaluation_csv_path(now: datetime | None = None) -> Path:
     return get_settings().output_path / "evaluations" / f"eval_{stamp}.csv"
 
 
-def write_csv(results: Iterable[EvaluationResult], path: Path) -> Path:
-    """Write one row per result to `path` in one step (a reader never sees half a file) and return the path."""
+def _skipped_row(skipped: Skipped, extra: list[Metric]) -> list[str | float]:
+    main = EVALUATORS[skipped.evaluator].spec.main_metric
+    return [
+        skipped.model,
+        skipped.dataset,
+        skipped.evaluator,
+        *[""] * (3 * (1 + len(extra))),
+        main.label,
+        f"Skipped: {skipped.reason}",
+    ]
+
+
+def write_csv(results: Iterable[EvaluationResult], path: Path, skipped: Iterable[Skipped] = ()) -> Path:
+    """Write one row per result to `path` in one step (a reader never sees half a file) and return the path; each
+    evaluator that `skipped` a pair gets a row without numbers whose Note says why, so the file shows the gap."""
     extra = extra_metrics()
     text = io.StringIO()
     writer = csv.writer(text)
     writer.writerow(csv_columns())
     writer.writerows(_row(result, extra) for result in results)
+    writer.writerows(_skipped_row(entry, extra) for entry in skipped)
     atomic_write(path, lambda handle: handle.write(text.getvalue().encode("utf-8")))
     return path

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple
 
+import numpy as np
 from pydantic import BaseModel
 
 from tti_eval.common.base import EmbeddingDefinition, Embeddings, Split
@@ -24,9 +25,19 @@ from .base import EvaluationModel
 ProgressCallback = Callable[[int, int, str], None]
 
 
+class Skipped(NamedTuple):
+    """An evaluator that could not score a pair, and why (a clause: the rest of a sentence)."""
+
+    model: str
+    dataset: str
+    evaluator: str
+    reason: str
+
+
 class EvaluationRun(NamedTuple):
     results: list[EvaluationResult]
     problems: list[str]  # one sentence each: a skipped evaluator, a pair that could not be loaded, ...
+    skipped: tuple[Skipped, ...] = ()  # evaluators that could not score a pair; also among `problems`
 
 
 def evaluate_embeddings(
@@ -43,6 +54,7 @@ def evaluate_embeddings(
     class_names: Sequence[str] | None = None,
     n_resamples: int = N_RESAMPLES,
     seed: int = SEED,
+    per_class: bool = True,
     search: str | Search = Search.AUTO,
     on_evaluator: Callable[[int, str], None] | None = None,
 ) -> EvaluationRun:
@@ -53,7 +65,8 @@ def evaluate_embeddings(
     goes to the evaluators that choose hyper-parameters on it. Evaluators that read nearest neighbours (wKNN, I2IR)
     share one search of the pair, sized for the largest k each direction needs, so the distances between the two
     sets are computed once. `search` is exact, approximate or auto (exact below `EXACT_LIMIT` multiply-adds); an
-    approximate search marks its results and notes its recall. Classifier results carry their per-class figures.
+    approximate search marks its results and notes its recall. Classifier results carry their per-class figures
+    unless `per_class` is False (their bootstrap costs seconds per result on large splits).
     """
     from ._neighbours import search_neighbours  # imports faiss
 
@@ -71,12 +84,15 @@ def evaluate_embeddings(
     collapsed = collapse_note(train.images, validation.images, seed=seed)
     results: list[EvaluationResult] = []
     problems: list[str] = []
+    skipped: list[Skipped] = []
     for index, (evaluator_type, request) in enumerate(zip(evaluators, requests, strict=True)):
         title = evaluator_type.title()
         if on_evaluator is not None:
             on_evaluator(index, title)
-        if evaluator_type.spec.needs_class_embeddings and train.classes is None:
-            problems.append(f"{title} skipped for {pair}: its train embeddings have no class embeddings.")
+        reason = _class_embeddings_problem(train.classes) if evaluator_type.spec.needs_class_embeddings else None
+        if reason is not None:
+            skipped.append(Skipped(model, dataset, title, reason))
+            problems.append(f"{title} skipped for {pair}: {reason}")
             continue
         kwargs = settings[title].model_dump()
         try:
@@ -112,8 +128,20 @@ def evaluate_embeddings(
             class_names=tuple(class_names) if class_names else None,
             approximate=bool(searched),
         )
-        results.append(with_per_class(result, n_resamples, seed))
-    return EvaluationRun(results, problems)
+        results.append(with_per_class(result, n_resamples, seed) if per_class else result)
+    return EvaluationRun(results, problems, tuple(skipped))
+
+
+def _class_embeddings_problem(classes: np.ndarray | None) -> str | None:
+    """Why class embeddings cannot be scored (a clause), or None: a zero-shot score from NaN vectors would be a
+    number that means nothing, so the evaluator is skipped and says so instead."""
+    if classes is None:
+        return "its train embeddings have no class embeddings."
+    try:
+        check_vectors(classes, "class embeddings")
+    except TTIEvalError as error:
+        return _clause(error)
+    return None
 
 
 def with_per_class(
@@ -138,6 +166,7 @@ def run_evaluation(
     split: Split | str = Split.VALIDATION,
     n_resamples: int = N_RESAMPLES,
     seed: int = SEED,
+    per_class: bool = True,
     search: str | Search = Search.AUTO,
     progress: ProgressCallback | None = None,
 ) -> EvaluationRun:
@@ -155,6 +184,7 @@ def run_evaluation(
     read = [Split.TRAIN, Split.VALIDATION] + ([Split.TEST] if split == Split.TEST else [])
     results: list[EvaluationResult] = []
     problems: list[str] = []
+    skipped: list[Skipped] = []
     total = len(definitions) * len(evaluators)
     for position, definition in enumerate(definitions):
         try:
@@ -178,14 +208,16 @@ def run_evaluation(
             n_resamples=n_resamples,
             seed=seed,
             search=search,
+            per_class=per_class,
             on_evaluator=_step_reporter(progress, position * len(evaluators), total, definition),
         )
         fingerprints = {s.value: metadata[s].get("fingerprint") for s in read}
         results.extend(replace(result, fingerprints=fingerprints) for result in run.results)
         problems.extend(run.problems)
+        skipped.extend(run.skipped)
     if progress is not None:
         progress(total, total, "done")
-    return EvaluationRun(results, problems)
+    return EvaluationRun(results, problems, tuple(skipped))
 
 
 def _require(definition: EmbeddingDefinition, splits: Sequence[Split]) -> Sequence[Split]:

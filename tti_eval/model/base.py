@@ -22,8 +22,25 @@ from tti_eval.common.settings import get_settings
 ImagePreprocessor = Callable[[Sequence[Image.Image]], torch.Tensor]
 
 
+def available_devices() -> list[str]:
+    """The devices this machine can run a model on, as `--device` takes them."""
+    cuda = [f"cuda:{index}" for index in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    return ["cpu", *cuda, *(["mps"] if torch.backends.mps.is_available() else [])]
+
+
+def _runnable(device: torch.device) -> bool:
+    # Only these types run a model here: `meta` holds no data, and `xla`, `ipu`, ... need backends tti-eval does not
+    # drive, though torch parses their names.
+    if device.type == "cuda":
+        return torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
+    if device.type == "mps":
+        return torch.backends.mps.is_available()
+    return device.type == "cpu"
+
+
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """`None`/"auto" picks cuda, then mps, then cpu; an explicit device that is not there is a clear error."""
+    """`None`/"auto" picks cuda, then mps, then cpu; an explicit device this machine cannot run a model on is one
+    sentence naming the devices it has (the CLI checks before any model loads)."""
     if device is None or str(device) == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -33,13 +50,12 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, ValueError):
-        raise TTIEvalError(f"'{device}' is not a device torch knows; use cpu, cuda, cuda:N or mps.") from None
-    if resolved.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0 or (resolved.index or 0) >= count:
-            raise TTIEvalError(f"Device '{device}' is not available here ({count} CUDA devices); use --device cpu.")
-    if resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise TTIEvalError(f"Device '{device}' is not available on this machine; use --device cpu.")
+        resolved = None
+    if resolved is None or not _runnable(resolved):
+        raise TTIEvalError(
+            f"Device '{device}' cannot run a model on this machine; use one of those it has: "
+            f"{', '.join(available_devices())}."
+        )
     return resolved
 
 

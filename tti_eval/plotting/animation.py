@@ -23,7 +23,7 @@ from matplotlib.lines import Line2D
 from PIL import GifImagePlugin, Image
 
 from tti_eval.common import EmbeddingDefinition, Embeddings, Split, TTIEvalError, get_settings
-from tti_eval.common.atomic import atomic_write
+from tti_eval.common.atomic import atomic_write, check_writable
 from tti_eval.common.cache import load_embeddings, load_metadata
 
 from .reduction import DEFAULT_REDUCTION, DEFAULT_SEED, reduce_embeddings
@@ -275,8 +275,14 @@ def build_animation(
         raise TTIEvalError(
             f"{from_model} and {to_model} embed different datasets; pick two models of the same dataset."
         )
+    if from_model.model == to_model.model:
+        raise TTIEvalError(
+            f"Both models are '{from_model.model}', and a map cannot morph into itself; pick two different models."
+        )
     if interactive:
         require_display()
+    else:
+        check_writable(animation_path(from_model, to_model, split, reduction).parent, "the animation")
     # Each file is read once: the labels are compared and the same arrays feed the reductions.
     embeddings = [load_embeddings(from_model, split), load_embeddings(to_model, split)]
     labels = _shared_labels(from_model, to_model, split, embeddings)

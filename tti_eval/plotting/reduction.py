@@ -17,6 +17,7 @@ import numpy as np
 from tti_eval.common import EmbeddingDefinition, Embeddings, Split, TTIEvalError, get_settings
 from tti_eval.common.atomic import atomic_write
 from tti_eval.common.cache import load_embeddings
+from tti_eval.common.errors import WriteError
 from tti_eval.common.title_registry import TitleRegistry
 
 logger = logging.getLogger("tti_eval")
@@ -122,7 +123,10 @@ def reduce_embeddings(
 
     logger.info("Computing the %s map of %d %s images of %s", reduction, len(images), Split(split).value, definition)
     points = np.asarray(reducer(images, seed), dtype=np.float32)
-    atomic_write(
-        path, lambda handle: np.savez(handle, points=points, fingerprint=np.array(expected), seed=np.array(seed))
-    )
+    try:
+        atomic_write(
+            path, lambda handle: np.savez(handle, points=points, fingerprint=np.array(expected), seed=np.array(seed))
+        )
+    except WriteError as e:  # the cache only saves time; a read-only or full cache must not cost the result
+        logger.warning("The %s map of %s is not cached: %s", reduction, definition, str(e)[:1].lower() + str(e)[1:])
     return points

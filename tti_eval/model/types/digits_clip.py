@@ -18,7 +18,7 @@ import torch
 from open_clip.loss import ClipLoss
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tti_eval.common.atomic import atomic_write
+from tti_eval.common.atomic import atomic_write, remove_stale_temp_files
 from tti_eval.common.base import Split
 from tti_eval.common.errors import TTIEvalError
 from tti_eval.dataset import DatasetProvider
@@ -203,6 +203,8 @@ class DigitsCLIPModel(LocalCLIPModel):
     # No `pretrained` (the weights are the ones trained here) and no `model_config_path` (training needs the
     # architecture before LocalCLIPModel would register it): a definition naming either gets a one-sentence error.
     def _setup(self, training_dataset: str = "digits", epochs: int = DEFAULT_EPOCHS, seed: int = 0) -> None:
+        # A training killed while writing left a temporary checkpoint; a later load, retraining or not, sweeps it.
+        remove_stale_temp_files(self.checkpoint_path.parent, target=self.checkpoint_path.name)
         dataset = DatasetProvider.get_dataset(training_dataset, Split.TRAIN) if epochs > 0 else None
         expected = training_record(self.title_in_source, dataset, epochs, seed)
         reason = self._retrain_reason(expected)
