@@ -393,7 +393,7 @@ def shard_store(
 def _build_split(
     definition: EmbeddingDefinition,
     dataset: Dataset,
-    store: ShardStore,
+    open_store: Callable[[], ShardStore],
     engine: Engine,
     progress: SplitProgress | None,
     note: NoteCallback,
@@ -401,6 +401,12 @@ def _build_split(
     draft_decode: bool,
 ) -> Embeddings:
     check_not_empty(dataset)
+    # The model loads (for the class embeddings) before the shards' folder is written: a model that cannot load, or
+    # a disk too full for its checkpoint, fails before anything is written.
+    classes = engine.embed_classes(dataset)
+    if classes is not None:
+        check_distinct_classes(classes, dataset.class_names, definition.model)
+    store = open_store()
     split, total, resumed = dataset.split, len(dataset), store.resumed_images()
     if resumed:
         note(split, f"resuming: {resumed:,} of {total:,} images already embedded")
@@ -413,9 +419,6 @@ def _build_split(
             progress(split, done, total, resumed)
 
     try:
-        classes = engine.embed_classes(dataset)
-        if classes is not None:
-            check_distinct_classes(classes, dataset.class_names, definition.model)
         advance(0)
         engine.embed_shards(dataset, store, advance, on_skip)
     except KeyboardInterrupt:
@@ -498,7 +501,7 @@ def build_embeddings(
     for split, dataset in datasets.items():
         if dataset.carving is not None:
             note(split, describe_carving(dataset.carving))
-        store = shard_store(definition, split, dataset, shard_size, draft_decode, discard=overwrite)
+        store = partial(shard_store, definition, split, dataset, shard_size, draft_decode, discard=overwrite)
         results[split] = _build_split(definition, dataset, store, engine, progress, note, skip, draft_decode)
     return results
 
