@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import faiss
 import numpy as np
 import pytest
 
@@ -12,6 +13,7 @@ from tti_eval.common.base import Embeddings
 from tti_eval.common.errors import TTIEvalError
 from tti_eval.evaluation import I2IRetrievalEvaluator, WeightedKNNClassifier
 from tti_eval.evaluation import _approximate as approximate
+from tti_eval.evaluation import _neighbours as neighbours
 from tti_eval.evaluation._approximate import EXACT_LIMIT, Search, is_approximate, parse_search, recall_at_k
 from tti_eval.evaluation._collapse import collapse_note, mean_pair_cosine
 from tti_eval.evaluation._neighbours import search_neighbours
@@ -84,6 +86,43 @@ def test_well_spread_sets_match_the_float64_reference():
     assert_exact(
         rng.normal(size=(700, 48)).astype(np.float32), rng.normal(size=(200, 48)).astype(np.float32), 11, 100, 256
     )
+
+
+class _FakeGpu:
+    """Stands in for GPU faiss: a float32 backend whose every distance is off by up to `slack` times the error bound
+    the proof allows, in random directions, and that counts the tiles it computed."""
+
+    def __init__(self, slack: float, seed: int = 0) -> None:
+        self.slack, self.tiles, self.rng = slack, 0, np.random.default_rng(seed)
+
+    def pairwise_distance_gpu(self, resources, left: np.ndarray, right: np.ndarray, D: np.ndarray) -> None:
+        assert isinstance(resources, _FakeResources) and left.dtype == right.dtype == D.dtype == np.float32
+        self.tiles += 1
+        left64, right64 = left.astype(np.float64), right.astype(np.float64)
+        exact = ((left64[:, None, :] - right64[None, :, :]) ** 2).sum(axis=-1)
+        norms = np.linalg.norm(left64, axis=1)[:, None] + np.linalg.norm(right64, axis=1)[None, :]
+        bound = neighbours._error_factor(left.shape[1], 2.0**-24) * norms**2
+        D[:] = exact + self.slack * bound * self.rng.uniform(-1, 1, exact.shape)
+
+
+class _FakeResources:
+    pass
+
+
+@pytest.mark.parametrize("data", ["near_collapsed", "spread"])
+def test_tiles_go_to_the_gpu_when_faiss_has_one_and_stay_exact(data, monkeypatch):
+    rng = np.random.default_rng(12)
+    if data == "near_collapsed":
+        train, val = near_collapsed(rng, 300, 24), near_collapsed(rng, 90, 24)
+    else:
+        train, val = rng.normal(size=(300, 24)).astype(np.float32), rng.normal(size=(90, 24)).astype(np.float32)
+    fake = _FakeGpu(slack=0.999)
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1)
+    monkeypatch.setattr(faiss, "StandardGpuResources", _FakeResources, raising=False)
+    monkeypatch.setattr(faiss, "pairwise_distance_gpu", fake.pairwise_distance_gpu)
+    monkeypatch.setattr(faiss, "pairwise_L2sqr", None)  # the CPU tiles must not run
+    assert_exact(train, val, 11, 40, tile=64)
+    assert fake.tiles == 5 * 2  # 300 train × 90 validation rows in tiles of 64
 
 
 _RUN_ELSEWHERE = """

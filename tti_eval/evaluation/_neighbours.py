@@ -24,9 +24,15 @@ candidates, in three steps that keep its speed without trusting its rounding:
 The result is therefore the float64 ranking itself, independent of the number of threads, the tile size and the
 order in which BLAS adds things up. Keeping the heavy work inside faiss also keeps to one thread pool:
 interleaving numpy's BLAS threads with faiss's OpenMP threads makes them spin against each other.
+
+Where faiss was built with GPU support and sees a GPU (`faiss.get_num_gpus() > 0`), the float32 tiles are computed
+there (`pairwise_distance_gpu`, the same ‖x‖² + ‖y‖² − 2x·y in float32 arithmetic, and by the same bound) and
+everything after them stays as above, so the neighbours are the same exact ones.
 """
 
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import faiss
@@ -39,8 +45,9 @@ from .utils import normalize
 # Rows of each side per tile: a 2048 × 2048 float32 tile (16 MiB) is large enough for BLAS to run near its peak
 # and for the per-call overheads (thread wake-ups) to vanish, and small next to any cache worth tiling.
 TILE = 2048
-# Pairs per chunk when measuring exact distances: two [pairs, dim] float64 gathers (~25 MiB each at dim 768).
-_PAIRS = 4096
+# Pairs per chunk when measuring exact distances: two [pairs, dim] float64 buffers (1.5 MiB each at dim 768) that
+# stay in cache; chunks of 4096 pairs, which do not, took twice as long.
+_PAIRS = 256
 # Entries of the [queries, n_other] float64 rows that one fallback step holds (32 MiB).
 _FALLBACK_ENTRIES = 1 << 22
 
@@ -111,17 +118,34 @@ def _lengths(images: np.ndarray) -> np.ndarray:
 
 def _pair_distances(
     query_unit: np.ndarray,
-    other_unit: Callable[[np.ndarray], np.ndarray],
+    others: np.ndarray,
+    other_lengths: np.ndarray,
     query_rows: np.ndarray,
     other_ids: np.ndarray,
 ) -> np.ndarray:
-    """Exact float64 squared distances between query_unit[query_rows[i]] and the unit row other_unit(other_ids)[i]
-    (a fresh array, reused in place: this loop is most of the re-ranking's time)."""
+    """Exact float64 squared distances between query_unit[query_rows[i]] and the unit row of others[other_ids[i]]
+    (its float64 row divided by other_lengths[other_ids[i]], exactly as `_unit64` scales it).
+
+    This is most of the re-ranking's time, and it is bound by memory traffic: the pairs go in chunks small enough
+    for the gathered rows to stay in cache, through buffers reused in place, on as many threads as faiss uses (each
+    pair's distance is computed alone, so the split cannot change a bit).
+    """
     distances = np.empty(len(query_rows), dtype=np.float64)
-    for pairs in row_chunks(len(query_rows), _PAIRS):
-        difference = other_unit(other_ids[pairs])
-        difference -= query_unit[query_rows[pairs]]
-        distances[pairs] = np.einsum("ij,ij->i", difference, difference)
+
+    def measure(part: slice) -> None:
+        difference = np.empty((_PAIRS, query_unit.shape[1]), dtype=np.float64)
+        query = np.empty_like(difference)
+        for pairs in row_chunks(part.stop - part.start, _PAIRS):
+            pairs = slice(part.start + pairs.start, part.start + pairs.stop)
+            ids, count = other_ids[pairs], pairs.stop - pairs.start
+            np.divide(others[ids], other_lengths[ids, None], out=difference[:count])
+            difference[:count] -= np.take(query_unit, query_rows[pairs], axis=0, out=query[:count])
+            distances[pairs] = np.einsum("ij,ij->i", difference[:count], difference[:count])
+
+    threads = max(1, min(faiss.omp_get_max_threads(), len(query_rows) // _PAIRS))
+    parts = [slice(p[0], p[-1] + 1) for p in np.array_split(np.arange(len(query_rows)), threads) if len(p)]
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(measure, parts))
     return distances
 
 
@@ -162,7 +186,7 @@ def _exact_top(
     k: int,
     query_unit: np.ndarray,
     others: np.ndarray,
-    other_unit: Callable[[np.ndarray], np.ndarray],
+    other_lengths: np.ndarray,
     centre: np.ndarray,
 ) -> np.ndarray:
     """Each query's exact k nearest others, from its float32 candidates (sorted, from the centred search, whose
@@ -177,7 +201,7 @@ def _exact_top(
         ids[sure],
         bound[sure],
         k,
-        lambda r, o: _pair_distances(query_unit, other_unit, sure[r], o),
+        lambda r, o: _pair_distances(query_unit, others, other_lengths, sure[r], o),
     )
     unsure = np.flatnonzero(~proven)
     for chunk in row_chunks(len(unsure), max(1, _FALLBACK_ENTRIES // len(others))):
@@ -197,9 +221,26 @@ def _exact_top(
             order,
             bound64,
             k,
-            lambda r, o, rows=rows: _pair_distances(query_unit, other_unit, rows[r], o),
+            lambda r, o, rows=rows: _pair_distances(query_unit, others, other_lengths, rows[r], o),
         )
     return result
+
+
+_TileDistances = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
+
+
+def _tile_distances() -> _TileDistances:
+    """A function that fills out[i, j] with the float32 squared L2 distance between left[i] and right[j] (C-contiguous
+    float32 arrays): on the GPU when faiss has one, with faiss's BLAS otherwise."""
+    if faiss.get_num_gpus() > 0:
+        # TF32 tensor cores would round the products to 10 bits, far beyond the float32 bound the proof uses;
+        # faiss keeps float32 arithmetic, and this keeps a global CUDA override from turning TF32 on.
+        os.environ.setdefault("NVIDIA_TF32_OVERRIDE", "0")
+        resources = faiss.StandardGpuResources()
+        return lambda left, right, out: faiss.pairwise_distance_gpu(resources, left, right, D=out)
+    return lambda left, right, out: faiss.pairwise_L2sqr(
+        left.shape[1], len(left), faiss.swig_ptr(left), len(right), faiss.swig_ptr(right), faiss.swig_ptr(out)
+    )
 
 
 class _TopK:
@@ -284,17 +325,13 @@ def search_neighbours(
     if not (k_vt or k_tv):
         return Neighbours(val_to_train, train_to_val)
 
-    dim = val_images.shape[1]
     centre = _common_centre(train_images, val_images)
-    # Exact distances read unit rows: validation's are kept in float64 (n_val is the smaller set, and I2IR asks for
-    # the most of them); train's are divided by their float64 lengths when read.
-    val_unit = np.empty(val_images.shape, dtype=np.float64) if k_tv else None
-    for rows in row_chunks(n_val if k_tv else 0):
-        val_unit[rows] = _unit64(val_images[rows])
-    train_lengths = _lengths(train_images)
+    # Exact distances read the other side's rows as stored and divide them by their float64 lengths.
+    train_lengths, val_lengths = _lengths(train_images), _lengths(val_images)
     val_centred, val_norms = _centred(val_images, centre, np.float32)  # visited once per train block
     val_heaps = _TopK(n_val, _candidates_kept(k_vt, n_train)) if k_vt else None
     train_radius = 0.0
+    tile_distances = _tile_distances()
     buffer = np.empty(tile * tile, dtype=np.float32)  # flat, so that a partial tile is still one contiguous block
     for t0 in range(0, n_train, tile):
         train_block = train_images[t0 : t0 + tile]
@@ -307,9 +344,7 @@ def search_neighbours(
             val_block = val_centred[v0 : v0 + tile]
             cols = len(val_block)
             distances = buffer[: rows * cols].reshape(rows, cols)  # [train, validation] squared L2
-            faiss.pairwise_L2sqr(
-                dim, rows, faiss.swig_ptr(train_centred), cols, faiss.swig_ptr(val_block), faiss.swig_ptr(distances)
-            )
+            tile_distances(train_centred, val_block, distances)
             if strip_heaps is not None:
                 strip_heaps.add_rows(distances, first_heap=0, first_id=v0)
             if val_heaps is not None:
@@ -319,7 +354,7 @@ def search_neighbours(
             radius = float(val_norms.max())
             train_unit = normalize(train_block.astype(np.float64))
             train_to_val[t0 : t0 + rows] = _exact_top(
-                values, ids, train_norms, radius, k_tv, train_unit, val_images, val_unit.__getitem__, centre
+                values, ids, train_norms, radius, k_tv, train_unit, val_images, val_lengths, centre
             )
     if val_heaps is not None:
         values, ids = val_heaps.sorted()
@@ -332,7 +367,7 @@ def search_neighbours(
                 k_vt,
                 _unit64(val_images[rows]),
                 train_images,
-                lambda ids: train_images[ids].astype(np.float64) / train_lengths[ids, None],
+                train_lengths,
                 centre,
             )
     return Neighbours(val_to_train, train_to_val)
