@@ -116,23 +116,6 @@ def test_without_a_terminal_the_picker_asks_for_pairs(sources, cache_path):
     assert result.exit_code == 1 and "--model-dataset" in result.output
 
 
-def test_picker_driven_with_keys():
-    from prompt_toolkit.application import create_app_session
-    from prompt_toolkit.input import create_pipe_input
-    from prompt_toolkit.output import DummyOutput
-
-    from tti_eval.cli.pickers import pick_pairs
-
-    pairs = [EmbeddingDefinition(model=m, dataset="plants") for m in ("clip", "siglip_small", "tinyclip")]
-    with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
-        pipe.send_text("\x1b[B")  # down to the second pair
-        pipe.send_text("\t")  # tab selects it (and moves on)
-        pipe.send_text("\t")  # and the third
-        pipe.send_text("\r")
-        picked = pick_pairs(pairs)
-    assert picked == pairs[1:]
-
-
 def _build_process(cache: str) -> subprocess.Popen:
     env = {**os.environ, "TTI_EVAL_CACHE_PATH": cache}
     code = "from tti_eval.cli.main import cli; cli()"
@@ -191,7 +174,7 @@ def test_picker_hides_built_pairs_unless_asked(sources, cache_path, monkeypatch)
     assert _invoke("build", "-md", str(PAIR), "--num-workers", "0").exit_code == 0
     offered: dict[str, list] = {}
 
-    def pick_pairs(pairs, message=""):
+    def pick_pairs(pairs, message="", hidden=0):
         offered["pairs"] = list(pairs)
         return []
 
@@ -199,11 +182,11 @@ def test_picker_hides_built_pairs_unless_asked(sources, cache_path, monkeypatch)
         offered["datasets"] = list(options)
         return PAIR.dataset
 
-    def pick_some(options, message=""):
+    def pick_some(options, message="", instruction=""):
         offered["models"] = list(options)
         return []
 
-    monkeypatch.setattr(pickers, "require_terminal", lambda what: None)
+    monkeypatch.setattr(pickers, "require_terminal", lambda what, how="": None)
     for name, fake in (("pick_pairs", pick_pairs), ("pick_one", pick_one), ("pick_some", pick_some)):
         monkeypatch.setattr(pickers, name, fake)
 

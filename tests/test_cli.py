@@ -248,6 +248,49 @@ def test_evaluate_all_and_named_pairs_do_not_mix(cli_env):
     assert result.exit_code == 1 and "not both" in result.output
 
 
+def test_evaluate_models_times_datasets_and_a_suite(cli_env, tmp_path):
+    """`-m`/`-d` patterns (any letter case) select cached pairs; a suite adds its evaluators and their parameters."""
+    from tti_eval.evaluation import WeightedKNNClassifier
+
+    result = invoke("evaluate", "-m", "TINY-*", "-d", DATASET, "-e", "wknn")
+    assert result.exit_code == 0, result.output
+    assert all(model in result.output for model in MODELS)
+
+    suite = tmp_path / "suite.json"
+    suite.write_text(
+        f'{{"models": ["{MODELS[0]}"], "datasets": ["{DATASET}"], "evaluators": ["WKNN"], '
+        '"params": {"wknn": {"k": 3}}}'
+    )
+    result = invoke("evaluate", "--suite", str(suite), "--save")
+    assert result.exit_code == 0, result.output
+    (csv_path,) = (cli_env / "evaluations").glob("eval_*.csv")
+    (row,) = list(csv.DictReader(csv_path.open()))
+    pair = EmbeddingDefinition(model=MODELS[0], dataset=DATASET)
+    expected = WeightedKNNClassifier(
+        load_embeddings(pair, Split.TRAIN), load_embeddings(pair, Split.VALIDATION), k=3
+    ).evaluate()
+    assert float(row["Accuracy"]) == pytest.approx(expected, abs=1e-12)
+
+    result = invoke("evaluate", "-m", "nothing-like-this*", "-d", DATASET)
+    assert result.exit_code == 1 and "No model matches 'nothing-like-this*'" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["-h"], "Evaluate text-image embedding models"),
+        (["build", "-h"], "--suite"),
+        (["--version"], "tti-eval 0."),
+        (["build", "-md", "tiny-openclip/digits-tree", "--split", "ALL"], "Build splits one by one"),
+        (["animate", "--split", "Validation"], "give FROM_MODEL TO_MODEL DATASET as arguments"),
+        (["animate", "a", "b", "c", "--reduction", "PCA", "--split", "TEST"], "Unknown model 'a'"),
+    ],
+)
+def test_consistent_options(cli_env, args, expected):
+    result = invoke(*args)
+    assert expected in " ".join(result.output.split())
+
+
 def test_evaluate_approximate_search_marks_scores_and_notes_recall(cli_env):
     result = invoke("evaluate", "-md", f"{MODELS[0]}/{DATASET}", "-e", "wknn", "--search", "Approximate", "--save")
     assert result.exit_code == 0, result.output

@@ -262,8 +262,8 @@ def test_table_shows_each_score_with_its_interval(evaluator):
     console.print(scores_table(evaluator.spec.title, results))
     lines = console.file.getvalue().splitlines()
     assert evaluator.spec.main_metric.label in lines[0]
-    header = next(line for line in lines if "Model" in line)
-    datasets = header.replace("┃", " ").split()[1:]
+    header = next(line for line in lines if line.startswith("┃"))  # dataset names; their image counts below
+    datasets = [name.strip() for name in header.strip().strip("┃").split("┃")][1:]
     for model in ("alpha", "beta"):
         (line,) = [line for line in lines if line.strip("│ ").startswith(model)]
         cells = [c.strip() for c in line.strip().strip("│").split("│")][1:]

@@ -234,18 +234,20 @@ def _output_is_a_file(env: Env) -> list[str]:
     return _evaluate_save(env)
 
 
+def _on_tmpfs(
+    place: Callable[..., object], command: Callable[[Env], list[str]], **fault: bool
+) -> Callable[[Env], list[str]]:
+    """A set-up that puts the cache or output on a small tmpfs, full or read-only, then runs `command`."""
+
+    def setup(env: Env) -> list[str]:
+        place(env, **fault)
+        return command(env)
+
+    return setup
+
+
 def _no_work_done(env: Env, output: str) -> None:
     assert "wKNN: " not in output  # checked before any pair was evaluated
-
-
-def _output_read_only(env: Env) -> list[str]:
-    _output_on_tmpfs(env, read_only=True)
-    return _evaluate_save(env)
-
-
-def _output_full(env: Env) -> list[str]:
-    _output_on_tmpfs(env, fill=True)
-    return _evaluate_save(env)
 
 
 def _csv_write_fails(env: Env) -> list[str]:
@@ -267,16 +269,6 @@ def _scores_kept_on_screen(env: Env, output: str) -> None:
 
 def _animate(env: Env) -> list[str]:
     return ["animate", MODELS[0], MODELS[1], DATASET, "--reduction", "pca"]
-
-
-def _animate_read_only_cache(env: Env) -> list[str]:
-    _cache_on_tmpfs(env, read_only=True)
-    return _animate(env)
-
-
-def _animate_full_cache(env: Env) -> list[str]:
-    _cache_on_tmpfs(env, fill=True)
-    return _animate(env)
 
 
 def _gif_written(env: Env, output: str) -> None:
@@ -407,7 +399,7 @@ CASES = [
     ),
     Case(
         "output-read-only",
-        _output_read_only,
+        _on_tmpfs(_output_on_tmpfs, _evaluate_save, read_only=True),
         1,
         r".*small-out/output/evaluations is not writable \(Read-only file system\), so the scores cannot be "
         r"written; make it writable or point TTI_EVAL_OUTPUT_PATH elsewhere\.",
@@ -415,7 +407,7 @@ CASES = [
     ),
     Case(
         "output-full",
-        _output_full,
+        _on_tmpfs(_output_on_tmpfs, _evaluate_save, fill=True),
         1,
         r"No space left on the disk of .*small-out/output/evaluations while writing the scores; free space or point "
         r"TTI_EVAL_OUTPUT_PATH elsewhere\.",
@@ -446,7 +438,7 @@ CASES = [
     ),
     Case(
         "animate-read-only-cache",
-        _animate_read_only_cache,
+        _on_tmpfs(_cache_on_tmpfs, _animate, read_only=True),
         0,
         r"The pca map of tiny-openclip/faults-tree is not cached: .*/reductions/faults-tree is not writable "
         r"\(Read-only file system\), so .* cannot be written; make it writable or point TTI_EVAL_CACHE_PATH "
@@ -456,7 +448,7 @@ CASES = [
     ),
     Case(
         "animate-full-cache",
-        _animate_full_cache,
+        _on_tmpfs(_cache_on_tmpfs, _animate, fill=True),
         0,
         r"The pca map of tiny-openclip/faults-tree is not cached: no space left on the disk of .*/reductions/"
         r"faults-tree while writing .*; free space or point TTI_EVAL_CACHE_PATH elsewhere\.",
@@ -634,7 +626,7 @@ def test_stray_checkpoint_temporaries_of_dead_writers_are_swept(env: Env):
     from tti_eval.model import ModelProvider
 
     folder = env.cache / "models" / "digits-clip-random"
-    folder.mkdir(parents=True)
+    ModelProvider.get_model("digits-clip-random", device="cpu")  # its checkpoint exists: the next load writes none
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     stray = folder / f".checkpoint.pt.{atomic._HOST}@{dead.pid}@0123abcd.tmp"

@@ -14,6 +14,7 @@ from tti_eval.comparison.results import ComparisonRun
 from tti_eval.dataset.spec import BUILTIN_DATASET_TYPES, DatasetDefinitionSpec
 from tti_eval.evaluation.records import EvaluationFile
 from tti_eval.model.spec import BUILTIN_MODEL_TYPES, ModelDefinitionSpec
+from tti_eval.suite import Suite
 
 DEFINITION_SPECS = {
     "model-definition-schema.json": (ModelDefinitionSpec, BUILTIN_MODEL_TYPES),
@@ -22,6 +23,7 @@ DEFINITION_SPECS = {
 RESULT_MODELS = {
     "compare-schema.json": ComparisonRun,  # compare_<timestamp>.json
     "evaluation-schema.json": EvaluationFile,  # eval_<timestamp>.json
+    "suite-schema.json": Suite,  # the benchmark a team keeps in git: tti-eval build/evaluate --suite FILE
 }
 _REF = "#/$defs/{model}"
 

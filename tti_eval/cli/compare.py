@@ -13,11 +13,15 @@ from tti_eval.common import get_settings
 from .console import console, user_errors, warn
 from .main import (
     AllOption,
+    DatasetOption,
     EvaluatorOption,
     ModelDatasetOption,
+    ModelOption,
     ScoredSplit,
     SearchOption,
+    Selection,
     SplitOption,
+    SuiteOption,
     app,
     per_class_table,
     run_with_progress,
@@ -35,6 +39,9 @@ if TYPE_CHECKING:
 @user_errors
 def compare(
     model_dataset: ModelDatasetOption = None,
+    model: ModelOption = None,
+    dataset: DatasetOption = None,
+    suite: SuiteOption = None,
     all_: AllOption = False,
     evaluator: EvaluatorOption = None,
     split: SplitOption = ScoredSplit.VALIDATION,
@@ -53,12 +60,15 @@ def compare(
     """Rank models on the same images: paired differences to the best, Holm-adjusted p, ties with the best."""
     from tti_eval.comparison import compare_results, save_comparison
 
-    evaluators, search_mode, pairs, missing = select_work(evaluator, search, model_dataset, all_, split, "compare")
+    selection = Selection(model_dataset, model, dataset, suite)
+    evaluators, search_mode, pairs, missing, params = select_work(evaluator, search, selection, all_, split, "compare")
     if save:
         from tti_eval.common.atomic import check_writable
 
         check_writable(comparisons_folder(), "the comparison")
-    run = run_with_progress(evaluators, pairs, split, search_mode, per_class=False)  # the comparison has its own
+    run = run_with_progress(
+        evaluators, pairs, split, search_mode, params, per_class=False
+    )  # the comparison has its own
     comparison = compare_results(run.results, alpha=alpha, on_problem=warn)
     print_comparison(comparison, per_class)
     if save and comparison.groups:

@@ -6,7 +6,7 @@ the commands that need them, so `--help` and `list` answer at once.
 
 from collections.abc import Callable, Sequence
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NamedTuple
 
 import typer
 
@@ -20,6 +20,14 @@ from tti_eval.plotting.reduction import DEFAULT_REDUCTION, REDUCERS
 
 from . import console as console_module
 from .console import configure_logging, console, interrupt_exits_130_from_now_on, user_errors, warn
+from .selection import (
+    DatasetOption,
+    ModelDatasetOption,
+    ModelOption,
+    Selection,
+    SuiteOption,
+    parse_pairs,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -30,6 +38,7 @@ if TYPE_CHECKING:
     from tti_eval.compute import BuildProgress, PairBuild
     from tti_eval.evaluation import EvaluationResult, EvaluationRun
     from tti_eval.provenance import SplitState
+    from tti_eval.suite import Suite
 
 app = typer.Typer(
     name="tti-eval",
@@ -38,7 +47,16 @@ app = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_show_locals=False,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        from tti_eval import __version__
+
+        console.print(f"tti-eval {__version__}", highlight=False)
+        raise typer.Exit()
 
 
 @app.callback()
@@ -46,16 +64,14 @@ def main(
     debug: Annotated[
         bool, typer.Option("--debug", help="Show the full traceback of any error instead of its one-line message.")
     ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", "-V", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
 ) -> None:
     """Evaluate text-image embedding models on your own image-classification data."""
     configure_logging()
     console_module.DEBUG = debug
-
-
-ModelDatasetOption = Annotated[
-    list[str] | None,
-    typer.Option("--model-dataset", "-md", help="A MODEL/DATASET pair, e.g. clip/plants. Repeat for more pairs."),
-]
 
 
 def _report_definition_problems() -> None:
@@ -64,26 +80,9 @@ def _report_definition_problems() -> None:
         warn(problem)
 
 
-def parse_pairs(texts: list[str], cached_splits: Sequence[Split] = ()) -> list[EmbeddingDefinition]:
-    """`MODEL/DATASET` strings → pairs whose model and dataset are known (unknown titles suggest close ones).
-
-    Commands that only read the cache pass the splits they read: a pair with those splits cached needs no
-    definition (a cache written by the original tool, or one whose definition has since been removed)."""
-    pairs = []
-    for text in texts:
-        pair = EmbeddingDefinition.parse(text)
-        if not (cached_splits and all(embeddings_exist(pair, s) for s in cached_splits)):
-            for registry, title in ((ModelProvider.registry, pair.model), (DatasetProvider.registry, pair.dataset)):
-                if title not in registry.titles():
-                    raise TTIEvalError(registry.unknown_title_message(title))
-        if pair not in pairs:
-            pairs.append(pair)
-    return pairs
-
-
 def all_pairs() -> list[EmbeddingDefinition]:
     models, datasets = ModelProvider.list_model_titles(), DatasetProvider.list_dataset_titles()
-    return [EmbeddingDefinition(model=m, dataset=d) for d in datasets for m in models]
+    return [EmbeddingDefinition(model=m, dataset=d) for m in models for d in datasets]
 
 
 def _pick_pairs_to_build(include_existing: bool, by_dataset: bool, splits: list[Split]) -> list[EmbeddingDefinition]:
@@ -96,9 +95,14 @@ def _pick_pairs_to_build(include_existing: bool, by_dataset: bool, splits: list[
 
     if by_dataset:
         dataset = pick_one(DatasetProvider.list_dataset_titles(), "Pick a dataset")
-        models = [m for m in ModelProvider.list_model_titles() if is_new(EmbeddingDefinition(model=m, dataset=dataset))]
-        return [EmbeddingDefinition(model=m, dataset=dataset) for m in pick_some(models, f"Pick models for {dataset}")]
-    return pick_pairs([p for p in all_pairs() if is_new(p)], "Pick model/dataset pairs to build")
+        models = ModelProvider.list_model_titles()
+        new = [m for m in models if is_new(EmbeddingDefinition(model=m, dataset=dataset))]
+        hidden = f"({len(models) - len(new)} already built, hidden: --include-existing shows them)"
+        picked = pick_some(new, f"Pick models for {dataset}", hidden if len(new) < len(models) else "")
+        return [EmbeddingDefinition(model=m, dataset=dataset) for m in picked]
+    candidates = all_pairs()
+    new = [p for p in candidates if is_new(p)]
+    return pick_pairs(new, "Pick model/dataset pairs to build", hidden=len(candidates) - len(new))
 
 
 class BuildEngine(StrEnum):
@@ -110,12 +114,20 @@ class BuildEngine(StrEnum):
 @user_errors
 def build(
     model_dataset: ModelDatasetOption = None,
+    model: ModelOption = None,
+    dataset: DatasetOption = None,
+    suite: SuiteOption = None,
     include_existing: Annotated[
         bool, typer.Option("--include-existing", help="Also offer pairs that are already built in the picker.")
     ] = False,
     by_dataset: Annotated[bool, typer.Option("--by-dataset", help="In the picker, choose the dataset first.")] = False,
     split: Annotated[
-        list[Split] | None, typer.Option("--split", help="Split to build; repeat for more. Default: train, validation.")
+        list[Split] | None,
+        typer.Option(
+            "--split",
+            case_sensitive=False,
+            help="train, validation or test; repeat for more. Default: train, validation (or the suite's splits).",
+        ),
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 32,
     num_workers: Annotated[
@@ -163,11 +175,17 @@ def build(
         raise TTIEvalError("--address, --workers and --gpus-per-worker apply to --engine ray only.")
     if engine is BuildEngine.RAY and (device is not None or num_workers is not None or draft_decode):
         raise TTIEvalError("--device, --num-workers and --draft-decode apply to --engine local only.")
-    splits = list(dict.fromkeys(split or DEFAULT_SPLITS))
+    selection = Selection(model_dataset, model, dataset, suite)
+    suite_ = selection.suite()
+    splits = list(dict.fromkeys(split or (suite_.splits if suite_ else None) or DEFAULT_SPLITS))
+    if Split.ALL in splits:  # nothing reads a combined split: each split is built and evaluated on its own
+        raise TTIEvalError("Build splits one by one: --split train --split validation (add --split test if needed).")
     if device is not None:
         resolve_device(device)  # a device this machine lacks is one sentence before any pair is picked or loaded
     _report_definition_problems()
-    pairs = parse_pairs(model_dataset) if model_dataset else _pick_pairs_to_build(include_existing, by_dataset, splits)
+    pairs = selection.pairs(suite_)
+    if pairs is None:
+        pairs = _pick_pairs_to_build(include_existing, by_dataset, splits)
     if not pairs:
         console.print("Nothing to build.")
         return
@@ -290,6 +308,7 @@ SplitOption = Annotated[
     ScoredSplit,
     typer.Option(
         "--split",
+        case_sensitive=False,
         help="The split to score: validation (the original tool's protocol) or test (held out: the linear probe "
         "chooses C on validation and refits on train + validation).",
     ),
@@ -309,37 +328,56 @@ def select_evaluators(titles: list[str] | None) -> list:
     return list(dict.fromkeys([get_evaluator(title) for title in titles or []] or list(EVALUATORS.values())))
 
 
+class Work(NamedTuple):
+    """What `evaluate` and `compare` run, all checked before any work starts."""
+
+    evaluators: list
+    search: str
+    pairs: list[EmbeddingDefinition]
+    missing: bool  # some named pair lacked a split (its sentence is printed)
+    params: dict[str, dict]  # evaluator parameters by title (a suite's, with --cross-validate merged in)
+
+
 def select_work(
     evaluator: list[str] | None,
     search: str,
-    model_dataset: list[str] | None,
+    selection: Selection,
     all_: bool,
     split: "ScoredSplit",
     verb: str,
-) -> tuple[list, str, list[EmbeddingDefinition], bool]:
-    """What `evaluate` and `compare` run: the evaluators, the search mode (both checked before any work), and
-    `select_pairs`' pairs with all splits that scoring `split` reads."""
+    cross_validate: bool = False,
+) -> Work:
+    """The evaluators (-e, else the suite's, else all), the search mode, `select_pairs`' pairs with all splits that
+    scoring `split` reads, and the evaluator parameters."""
     from tti_eval.evaluation._approximate import parse_search
 
-    evaluators = select_evaluators(evaluator)
+    suite = selection.suite()
+    evaluators = select_evaluators(evaluator or (suite.evaluators if suite else None))
     search_mode = parse_search(search)
-    return evaluators, search_mode, *select_pairs(model_dataset, all_, scored_splits(split), verb)
+    params = dict(suite.params) if suite else {}
+    if cross_validate:  # merged into the suite's probe parameters, whose key may be in any letter case
+        probe = LinearProbeClassifier.title()
+        key = next((k for k in params if k.lower() == probe.lower()), probe)
+        params[key] = {**params.get(key, {}), "cross_validate": True}
+    pairs, missing = select_pairs(selection, suite, all_, scored_splits(split), verb)
+    return Work(evaluators, search_mode, pairs, missing, params)
 
 
 def select_pairs(
-    model_dataset: list[str] | None, all_: bool, splits: Sequence[Split], verb: str
+    selection: Selection, suite: "Suite | None", all_: bool, splits: Sequence[Split], verb: str
 ) -> tuple[list[EmbeddingDefinition], bool]:
-    """The pairs a scoring command works on (--all, -md pairs or a picker) that have all of `splits` cached, and
+    """The pairs a scoring command works on (--all, named pairs or a picker) that have all of `splits` cached, and
     whether some named pair lacked one (each such pair gets a sentence naming the command that builds it). Stale
     splits are warned about. Exits when nothing is left."""
     from tti_eval.common.cache import build_command
 
-    if all_ and model_dataset:
-        raise TTIEvalError("Give either --all or --model-dataset pairs, not both.")
+    named = selection.pairs(suite, splits)
+    if all_ and named is not None:
+        raise TTIEvalError("Give either --all or named pairs (--model-dataset, --model/--dataset, --suite), not both.")
     if all_:
         pairs = cached_pairs()
-    elif model_dataset:
-        pairs = parse_pairs(model_dataset, splits)
+    elif named is not None:
+        pairs = named
     else:
         from .pickers import pick_pairs, require_terminal
 
@@ -396,6 +434,9 @@ def run_with_progress(
 @user_errors
 def evaluate(
     model_dataset: ModelDatasetOption = None,
+    model: ModelOption = None,
+    dataset: DatasetOption = None,
+    suite: SuiteOption = None,
     all_: AllOption = False,
     save: Annotated[
         bool, typer.Option("--save", "-s", help="Write the scores to a CSV and a JSON in the output folder.")
@@ -418,13 +459,15 @@ def evaluate(
     search: SearchOption = "auto",
 ) -> None:
     """Score cached embeddings with every evaluator (or those chosen with -e), with 95 % bootstrap intervals."""
-    evaluators, search_mode, pairs, missing = select_work(evaluator, search, model_dataset, all_, split, "evaluate")
+    selection = Selection(model_dataset, model, dataset, suite)
+    evaluators, search_mode, pairs, missing, params = select_work(
+        evaluator, search, selection, all_, split, "evaluate", cross_validate
+    )
     if save or plot:  # the scores of a long run must not end in a folder they cannot be written to
         from tti_eval.common.atomic import check_writable
         from tti_eval.evaluation.report import evaluation_csv_path
 
         check_writable(evaluation_csv_path().parent, "the scores")
-    params = {LinearProbeClassifier.title(): {"cross_validate": True}} if cross_validate else None
     # Per-class figures cost a bootstrap per classifier result: only when they are shown, saved or plotted.
     run = run_with_progress(evaluators, pairs, split, search_mode, params, per_class=per_class or save or plot)
     for title in (e.title() for e in evaluators):
@@ -507,28 +550,58 @@ def _warn_stale(pairs: Sequence[EmbeddingDefinition], splits: Sequence[Split]) -
         warn(message)
 
 
-def scores_table(title: str, results: "Sequence[EvaluationResult]") -> "Table":
-    """Rows models, columns datasets: the main metric to 4 decimals with its 95 % interval beside it."""
+def scores_table(title: str, results: "Sequence[EvaluationResult]", width: int | None = None) -> "Table":
+    """Rows models, columns datasets: the main metric to 4 decimals with its 95 % interval beside it. The title names
+    the metric and the split, each dataset its number of scored images. Model names are never truncated: when the
+    table is wider than `width` (the terminal's by default), datasets become the rows if there are more of them than
+    models, and if it is still too wide each interval goes under its score."""
     from rich.table import Table
 
     datasets = list(dict.fromkeys(r.dataset for r in results))
     models = list(dict.fromkeys(r.model for r in results))
     cells = {(r.model, r.dataset): r for r in results}
     metric = results[0].main_metric.label
+    splits = " / ".join(dict.fromkeys(r.split for r in results))
     marked = "≈ approximate search (see the note), " if any(r.approximate for r in results) else ""
-    scored = f" on the {results[0].split} split" if results[0].split != Split.VALIDATION.value else ""
-    table = Table(title=f"{title}: {metric}{scored} [dim]({marked}95 % interval in brackets)[/]", title_justify="left")
-    table.add_column("Model")
-    for dataset in datasets:
-        table.add_column(dataset, justify="right")
-    for model in models:
-        row = [model]
+    table = Table(
+        title=f"{title}: {metric} on the {splits} split [dim]({marked}95 % interval in brackets)[/]",
+        title_justify="left",
+    )
+
+    def scored(dataset: str, between: str = "\n") -> str:
+        sizes = dict.fromkeys(str(r.n_scored) for r in results if r.dataset == dataset)
+        return f"{dataset}{between}[dim]{' or '.join(sizes)} images[/]"
+
+    mark_width = len("≈ ") if marked else 0
+    wide_cell, narrow_cell = mark_width + len("0.0000 (0.000–0.000)"), max(mark_width + 6, len("(0.000–0.000)"))
+    model_width = max(len(m) for m in models)
+    dataset_width = max(len(scored(d, ": ")) - len("[dim][/]") for d in datasets)
+    by_model = model_width + 4 + len(datasets) * (wide_cell + 3)
+    by_dataset = dataset_width + 4 + sum(max(wide_cell, len(m)) + 3 for m in models)
+    available = width or console.width
+    transpose = by_model > available and len(datasets) > len(models)
+    between = " " if min(by_model, by_dataset if transpose else by_model) <= available else "\n"
+    cell_width = wide_cell if between == " " else narrow_cell
+
+    def cell(model: str, dataset: str) -> str:
+        result = cells.get((model, dataset))
+        if result is None:
+            return ""
+        score, mark = result.score, "≈ " if result.approximate else ""
+        return f"{mark}{score.value:.4f}{between}[dim]({score.low:.3f}–{score.high:.3f})[/]"
+
+    if not transpose:
+        table.add_column("Model", min_width=model_width, no_wrap=True)
         for dataset in datasets:
-            result = cells.get((model, dataset))
-            score = result.score if result else None
-            mark = "≈ " if result and result.approximate else ""
-            row.append(f"{mark}{score.value:.4f} [dim]({score.low:.3f}–{score.high:.3f})[/]" if score else "")
-        table.add_row(*row)
+            table.add_column(scored(dataset), justify="right", min_width=cell_width, overflow="fold")
+        for model in models:
+            table.add_row(model, *(cell(model, dataset) for dataset in datasets))
+    else:
+        table.add_column("Dataset", overflow="fold")
+        for model in models:
+            table.add_column(model, justify="right", min_width=max(cell_width, len(model)), no_wrap=True)
+        for dataset in datasets:
+            table.add_row(scored(dataset, ": "), *(cell(model, dataset) for model in models))
     notes = [f"{r.model}/{r.dataset}: {r.note}" for r in results if r.note]
     table.caption, table.caption_justify = "\n".join(notes) or None, "left"
     return table
@@ -546,7 +619,9 @@ def animate(
     reduction: Annotated[
         str, typer.Option(help=f"How to reduce embeddings to 2-D: {', '.join(REDUCERS)} (any letter case).")
     ] = DEFAULT_REDUCTION,
-    split: Annotated[Split, typer.Option(help="Which split's images to show.")] = Split.VALIDATION,
+    split: Annotated[
+        Split, typer.Option(case_sensitive=False, help="Which split's images to show.")
+    ] = Split.VALIDATION,
 ) -> None:
     """Morph one model's 2-D embedding map of a dataset into another's and save it as a GIF."""
     reduction = REDUCERS.canonical_title(reduction)  # an unknown reduction fails before any work
@@ -575,7 +650,7 @@ def animate(
 def _pick_animation(split: Split) -> tuple[str, str, str]:
     from .pickers import pick_one, pick_two, require_terminal
 
-    require_terminal("a dataset and two models")
+    require_terminal("a dataset and two models", "give FROM_MODEL TO_MODEL DATASET as arguments")
     models_by_dataset: dict[str, list[str]] = {}
     for pair in cached_pairs(split):
         models_by_dataset.setdefault(pair.dataset, []).append(pair.model)

@@ -50,6 +50,11 @@ class Split(StrEnum):
     TEST = "test"
     ALL = "all"
 
+    @classmethod
+    def _missing_(cls, value: object) -> "Split | None":
+        # "Train" names the train split, as evaluator and reduction titles match in any letter case
+        return next((s for s in cls if isinstance(value, str) and s.value == value.lower()), None)
+
 
 class Embeddings(BaseModel):
     """Image embeddings [N, D] with their integer labels [N], and optionally one embedding per class [C, D]."""

@@ -1,0 +1,109 @@
+"""The pickers, driven by keys through a pipe as a user would type them; the screen is read back as text."""
+
+import io
+import itertools
+import re
+
+import pytest
+import typer
+
+from tti_eval.cli.pickers import NOTHING_TICKED, pick_one, pick_pairs, pick_some, words_scorer
+from tti_eval.common import EmbeddingDefinition
+
+UP, DOWN, TAB, ENTER, CTRL_A, CTRL_R, CTRL_C = "\x1b[A", "\x1b[B", "\t", "\r", "\x01", "\x12", "\x03"
+PAIRS = [
+    EmbeddingDefinition(model=m, dataset=d)
+    for m, d in (("clip", "plants"), ("siglip_small", "plants"), ("tinyclip", "plants"), ("tinyclip", "digits"))
+]
+
+
+def drive(keys: str | tuple[str, ...], pick, *args, **kwargs):
+    """Run a picker on `keys` (a tuple: chunks typed half a second apart, so a filter or a message shows before
+    the next keys), then Ctrl-C, so a picker that stays open ends instead of waiting. Returns its result and the
+    screen it drew, without escape codes."""
+    import threading
+    import time
+
+    from prompt_toolkit.application import create_app_session
+    from prompt_toolkit.data_structures import Size
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output.vt100 import Vt100_Output
+
+    chunks = (keys,) if isinstance(keys, str) else keys
+    screen = io.StringIO()
+    output = Vt100_Output(screen, lambda: Size(rows=30, columns=150), term="xterm")
+    with create_pipe_input() as pipe, create_app_session(input=pipe, output=output):
+
+        def type_keys() -> None:
+            for chunk in (*chunks, CTRL_C):
+                pipe.send_text(chunk)
+                time.sleep(0.5)
+
+        typist = threading.Thread(target=type_keys)
+        typist.start()
+        try:
+            result = pick(*args, **kwargs)
+        finally:
+            typist.join()
+    return result, re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]|\x1b[=>]", "", screen.getvalue())
+
+
+def test_tab_ticks_and_enter_confirms():
+    picked, screen = drive(DOWN + TAB + TAB + ENTER, pick_pairs, PAIRS)
+    assert picked == PAIRS[1:3]
+    assert "2 picked: siglip_small/plants, tinyclip/plants" in screen  # the confirmation, readable
+
+
+def test_enter_with_nothing_ticked_picks_nothing_and_says_how_to_tick():
+    picked, screen = drive((ENTER, DOWN + TAB + ENTER), pick_pairs, PAIRS)
+    assert picked == [PAIRS[1]]  # not the line highlighted at the first Enter
+    assert NOTHING_TICKED in screen
+
+
+def test_enter_with_nothing_ticked_never_returns_the_highlighted_line():
+    with pytest.raises(typer.Exit) as exit_:
+        drive(ENTER, pick_some, ["clip", "siglip"], "Pick models")
+    assert exit_.value.exit_code == 130
+
+
+def test_select_all_and_invert():
+    assert drive(CTRL_A + ENTER, pick_pairs, PAIRS)[0] == PAIRS
+    assert drive(TAB + CTRL_R + ENTER, pick_pairs, PAIRS)[0] == PAIRS[1:]
+
+
+def test_filter_words_match_in_any_order():
+    assert drive(("plants tiny", CTRL_A + ENTER), pick_pairs, PAIRS)[0] == [PAIRS[2]]
+    # Tab and arrows while the filter matches nothing do nothing (InquirerPy's own stop the picker there)
+    assert drive(("zzz", TAB + DOWN + UP, "\x7f" * 3, TAB + ENTER), pick_pairs, PAIRS)[0] == [PAIRS[0]]
+    assert drive(("dig tiny", ENTER), pick_one, [str(p) for p in PAIRS], "Pick")[0] == "tinyclip/digits"
+
+
+def test_words_scorer_matches_when_every_word_is_a_subsequence():
+    def is_subsequence(word: str, text: str) -> bool:
+        rest = iter(text.lower())
+        return all(char in rest for char in word.lower())
+
+    names = [str(p) for p in PAIRS] + ["digits-clip-random/digits"]
+    for first, second in itertools.product(["ti", "pl", "clp", "zz", "dig", "rand"], repeat=2):
+        for name in names:
+            score, hits = words_scorer(f"{first} {second}", name)
+            assert (hits is not None) == (is_subsequence(first, name) and is_subsequence(second, name))
+
+
+def test_the_header_names_the_order_and_the_hidden_pairs_and_keys():
+    _, screen = drive(TAB + ENTER, pick_pairs, PAIRS[::-1], "Pick pairs to build", hidden=3)
+    assert "MODEL/DATASET, 4 offered; 3 already built, hidden" in screen
+    assert "Ctrl-A: tick all" in screen and "Ctrl-R: invert" in screen
+    lines = re.findall(r"[│❯ ]+([a-z_]+/[a-z]+)\s*│", screen)[:4]
+    assert lines == [
+        "tinyclip/digits",
+        "tinyclip/plants",
+        "siglip_small/plants",
+        "clip/plants",
+    ]  # grouped by model, in the order given
+
+
+def test_ctrl_c_says_cancelled_and_exits_130(capsys):
+    with pytest.raises(typer.Exit) as exit_:
+        drive("", pick_pairs, PAIRS)
+    assert exit_.value.exit_code == 130 and "Cancelled." in capsys.readouterr().err
