@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -289,7 +290,7 @@ def test_an_unexpected_error_keeps_its_traceback(sources, cache_path, monkeypatc
     def bug(*args, **kwargs):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(compute, "compute_embeddings", bug)
+    monkeypatch.setattr(compute, "embed_class_prompts", bug)
     run = build_pairs([PAIR], [Split.VALIDATION], num_workers=0)
     assert run.problems == [f"{PAIR}: ZeroDivisionError: a bug (an unexpected error; its traceback is logged above)."]
     logged = [r for r in caplog.records if r.exc_info]
@@ -325,6 +326,15 @@ def _phases(monkeypatch):
 
         return patched
 
+    def into_second(real):
+        # the second split's final file, whatever else (its shards) is written before it
+        def patched(source, target):
+            if Path(target) == embedding_path(PAIR, Split.VALIDATION):
+                raise _Fault()
+            return real(source, target)
+
+        return patched
+
     return {
         "opening the dataset": lambda: monkeypatch.setattr(DatasetProvider, "get_dataset", fail),
         "loading the model": lambda: monkeypatch.setattr(ModelProvider, "get_model", fail),
@@ -334,7 +344,7 @@ def _phases(monkeypatch):
         ),
         "writing the first file": lambda: monkeypatch.setattr(atomic.os, "fsync", fail),
         "renaming the first file": lambda: monkeypatch.setattr(atomic.os, "replace", fail),
-        "writing the second file": lambda: monkeypatch.setattr(atomic.os, "replace", after(1, atomic.os.replace)),
+        "writing the second file": lambda: monkeypatch.setattr(atomic.os, "replace", into_second(atomic.os.replace)),
     }
 
 
@@ -345,7 +355,13 @@ def test_a_build_failing_at_any_phase_leaves_only_complete_files(sources, cache_
         _phases(patch)[phase]()
         with pytest.raises(_Fault):
             build_pairs([PAIR], num_workers=0, batch_size=8, reraise=True)
-    files = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    # A split's finished shards are kept on purpose (the rerun resumes from them); they too must be complete.
+    shard_folders = [p for p in folder.iterdir() if p.name.endswith(".shards")] if folder.is_dir() else []
+    for shards in shard_folders:
+        assert all(p.name == "key.json" or p.name.startswith("shard-") for p in shards.iterdir())
+        for shard in shards.glob("shard-*.npz"):
+            np.load(shard, allow_pickle=False)["images"]
+    files = sorted(p.name for p in folder.iterdir() if p not in shard_folders) if folder.is_dir() else []
     expected = [embedding_path(PAIR, Split.TRAIN).name] if phase == "writing the second file" else []
     assert files == expected  # no temporary file, nothing half-written
     for name in files:

@@ -12,19 +12,19 @@ import logging
 import os
 import platform
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
-from functools import partial
-from typing import Any, NamedTuple
+from functools import cache, partial
+from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 from torch.utils.data import Dataset as TorchDataset
 
 from tti_eval.common import EmbeddingDefinition, Embeddings, Split, TTIEvalError
 from tti_eval.common.atomic import remove_stale_temp_files
-from tti_eval.common.cache import array_shapes, embedding_path, save_embeddings
+from tti_eval.common.cache import array_shapes, embedding_path, load_embeddings, save_embeddings_streamed
 from tti_eval.common.errors import CacheError
 from tti_eval.common.malloc import freed_memory_kept
 from tti_eval.common.vectors import row_chunks
@@ -35,6 +35,7 @@ from tti_eval.dataset.splits import describe_carving
 from tti_eval.model import ModelProvider
 from tti_eval.model.base import Model
 from tti_eval.provenance import build_fingerprint, package_versions, split_state
+from tti_eval.shards import DEFAULT_SHARD_SIZE, ShardStore, shard_key
 
 DEFAULT_SPLITS = (Split.TRAIN, Split.VALIDATION)
 DEFAULT_BATCH_SIZE = 32
@@ -43,7 +44,7 @@ DEFAULT_BATCH_SIZE = 32
 DRAFT_OVERSAMPLING = 2
 
 ProgressCallback = Callable[[int], None]
-SplitProgress = Callable[[Split, int, int], None]  # (split, images embedded so far, images in the split)
+SplitProgress = Callable[[Split, int, int, int], None]  # (split, images done, images in the split, resumed of them)
 SkipCallback = Callable[[str, str], None]  # (image name, reason)
 NoteCallback = Callable[[Split, str], None]  # one line about a split worth telling the user (why it is rebuilt, ...)
 
@@ -115,6 +116,34 @@ def embed_class_prompts(model: Model, prompts: Sequence[Sequence[str]]) -> np.nd
     return (mean / np.linalg.norm(mean, axis=1, keepdims=True)).astype(np.float32)
 
 
+def _embedded_batches(
+    model: Model, dataset: Dataset, batches: Iterable[list[int]], num_workers: int | None
+) -> Iterator[tuple[np.ndarray | None, np.ndarray, list[dict[str, str]]]]:
+    """(image embeddings or None, labels, unreadable items) of each batch of dataset indices, in the order given."""
+    workers = default_num_workers(model.device) if num_workers is None else num_workers
+    loader = DataLoader(
+        _RawItems(dataset),
+        batch_sampler=batches,
+        num_workers=workers,
+        collate_fn=model.get_collate_fn(),
+        pin_memory=model.device.type == "cuda",
+        worker_init_fn=_single_threaded_worker if workers else None,
+        prefetch_factor=4 if workers else None,
+    )
+    with _cores_left_to_the_model(model.device, workers), freed_memory_kept():
+        for batch in loader:
+            images = model.embed_images(batch["pixel_values"]) if batch["pixel_values"] is not None else None
+            yield images, batch["labels"].numpy(), batch["bad"]
+
+
+def pass_on_bad(bad: list[dict[str, str]], dataset: Dataset, on_skip: SkipCallback | None) -> None:
+    """Raise the first unreadable item (`read_item`'s "bad" form) as a `BadImageError`, or report each to `on_skip`."""
+    for item in bad:
+        if on_skip is None:
+            raise BadImageError(item["bad"], dataset.title, item["reason"])
+        on_skip(item["bad"], item["reason"])
+
+
 # Two different classes whose prompt embeddings are closer than this are one point to the model: its text tower
 # cannot tell them apart (a transformers folder without its tokenizer files embeds every prompt alike).
 COLLAPSED_COSINE = 0.9999
@@ -148,29 +177,15 @@ def embed_images(
 
     An unreadable image stops the build with a `BadImageError`, unless `on_skip` is given: then it is left out and
     reported through it."""
-    workers = default_num_workers(model.device) if num_workers is None else num_workers
-    loader = DataLoader(
-        _RawItems(dataset),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=model.get_collate_fn(),
-        pin_memory=model.device.type == "cuda",
-        worker_init_fn=_single_threaded_worker if workers else None,
-        prefetch_factor=4 if workers else None,
-    )
+    batches = BatchSampler(SequentialSampler(range(len(dataset))), batch_size, drop_last=False)
     chunks, labels = [], []
-    with _cores_left_to_the_model(model.device, workers), freed_memory_kept():
-        for batch in loader:
-            for bad in batch["bad"]:
-                if on_skip is None:
-                    raise BadImageError(bad["bad"], dataset.title, bad["reason"])
-                on_skip(bad["bad"], bad["reason"])
-            if batch["pixel_values"] is not None:
-                chunks.append(model.embed_images(batch["pixel_values"]))
-                labels.append(batch["labels"].numpy())
-            if on_batch is not None:
-                on_batch(len(batch["labels"]) + len(batch["bad"]))
+    for images, batch_labels, bad in _embedded_batches(model, dataset, batches, num_workers):
+        pass_on_bad(bad, dataset, on_skip)
+        if images is not None:
+            chunks.append(images)
+            labels.append(batch_labels)
+        if on_batch is not None:
+            on_batch(len(batch_labels) + len(bad))
     if not chunks:
         return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.int64)
     return np.concatenate(chunks), np.concatenate(labels).astype(np.int64)
@@ -207,24 +222,36 @@ def compute_embeddings(
     Unreadable images stop it, or with `on_skip` are left out and reported through it (see `embed_images`).
     `draft_decode` lets large JPEGs decode at 1/2 to 1/8 scale, never below `DRAFT_OVERSAMPLING` times the model's
     input: several times faster on photos, with slightly different pixels and hence embeddings."""
-    if len(dataset) == 0:
-        raise TTIEvalError(
-            f"The {dataset.split.value} split of dataset '{dataset.title}' has no images; choose another with --split."
-        )
+    check_not_empty(dataset)
     classes = embed_class_prompts(model, dataset.prompts) if dataset.class_names else None
     if classes is not None:
         check_distinct_classes(classes, dataset.class_names, model.title)
     with _decoding_at(dataset, draft_min_size(model) if draft_decode else None):
         images, labels = embed_images(model, dataset, batch_size, num_workers, on_batch, on_skip)
-    if len(labels) == 0:
+    check_some_read(dataset, len(labels))
+    check_labelled(dataset, labels)
+    return Embeddings(images=images, labels=labels, classes=classes)
+
+
+def check_not_empty(dataset: Dataset) -> None:
+    if len(dataset) == 0:
+        raise TTIEvalError(
+            f"The {dataset.split.value} split of dataset '{dataset.title}' has no images; choose another with --split."
+        )
+
+
+def check_some_read(dataset: Dataset, num_read: int) -> None:
+    if num_read == 0:
         raise TTIEvalError(
             f"No image of the {dataset.split.value} split of dataset '{dataset.title}' could be read; check its files."
         )
-    if labels.min() < 0:  # e.g. a hub test split published without its labels (-1)
+
+
+def check_labelled(dataset: Dataset, labels: np.ndarray) -> None:
+    if labels.size and labels.min() < 0:  # e.g. a hub test split published without its labels (-1)
         raise TTIEvalError(
             f"The {dataset.split.value} split of dataset '{dataset.title}' has unlabelled images; it cannot be scored."
         )
-    return Embeddings(images=images, labels=labels, classes=classes)
 
 
 def _versions() -> dict[str, str]:
@@ -236,7 +263,7 @@ def build_metadata(
     definition: EmbeddingDefinition,
     split: Split,
     dataset: Dataset,
-    embeddings: Embeddings,
+    shape: tuple[int, int],
     skipped_images: Sequence[tuple[str, str]] = (),
     draft_decode: bool = False,
 ) -> dict:
@@ -250,19 +277,163 @@ def build_metadata(
         "class_names": list(dataset.class_names),
         "templates": list(dataset.templates),
         "prompts": dataset.prompts,
-        "num_images": int(embeddings.images.shape[0]),
+        "num_images": int(shape[0]),
         "skipped_images": [{"image": image, "reason": reason} for image, reason in skipped_images],
         "draft_decode": draft_decode,
-        "dim": int(embeddings.images.shape[1]),
+        "dim": int(shape[1]),
         "versions": _versions(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 
-def _record_skip(skipped: list[tuple[str, str]], on_skip: SkipCallback | None, image: str, reason: str) -> None:
-    skipped.append((image, reason))
-    if on_skip is not None:
-        on_skip(image, reason)
+class Engine(Protocol):
+    """Where a split's embeddings are computed: in this process (`LocalEngine`) or on a Ray cluster
+    (`tti_eval.ray_engine.RayEngine`). Both write the same shards, so either can resume the other's work."""
+
+    def embed_classes(self, dataset: Dataset) -> np.ndarray | None:
+        """One embedding per class of the dataset's prompts, or None for a dataset without class names."""
+
+    def embed_shards(
+        self, dataset: Dataset, store: ShardStore, on_images: ProgressCallback, on_skip: SkipCallback | None
+    ) -> None:
+        """Embed and write every shard `store` is missing, reporting the images done as they finish; unreadable
+        images stop it, or with `on_skip` are left out of their shard and reported through it."""
+
+
+class LocalEngine:
+    """The in-process engine: DataLoader workers decode and preprocess, the model runs here.
+
+    The model is loaded (by `load_model`, e.g. a cached loader shared across pairs) on first use only."""
+
+    def __init__(
+        self,
+        load_model: Callable[[], Model],
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        num_workers: int | None = None,
+        draft_decode: bool = False,
+    ):
+        self.load_model = load_model
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.draft_decode = draft_decode
+
+    def embed_classes(self, dataset: Dataset) -> np.ndarray | None:
+        return embed_class_prompts(self.load_model(), dataset.prompts) if dataset.class_names else None
+
+    def embed_shards(
+        self, dataset: Dataset, store: ShardStore, on_images: ProgressCallback, on_skip: SkipCallback | None
+    ) -> None:
+        todo = store.missing()
+        if not todo:
+            return
+        model = self.load_model()
+        # Batches never straddle two shards, so each shard is complete after a whole number of batches.
+        batches = (
+            list(rows[start : start + self.batch_size])
+            for rows in map(store.rows, todo)
+            for start in range(0, len(rows), self.batch_size)
+        )
+        shards = iter(todo)
+        shard, images, labels, skipped, done = next(shards, None), [], [], [], 0
+        with _decoding_at(dataset, draft_min_size(model) if self.draft_decode else None):
+            for batch_images, batch_labels, bad in _embedded_batches(model, dataset, batches, self.num_workers):
+                pass_on_bad(bad, dataset, on_skip)
+                skipped += [(item["bad"], item["reason"]) for item in bad]
+                if batch_images is not None:
+                    images.append(batch_images)
+                    labels.append(batch_labels)
+                done += len(batch_labels) + len(bad)
+                on_images(len(batch_labels) + len(bad))
+                if done == len(store.rows(shard)):
+                    write_shard(store, dataset, shard, images, labels, skipped)
+                    shard, images, labels, skipped, done = next(shards, None), [], [], [], 0
+
+
+def write_shard(
+    store: ShardStore,
+    dataset: Dataset,
+    shard: int,
+    images: list[np.ndarray],
+    labels: list[np.ndarray],
+    skipped: list[tuple[str, str]],
+) -> None:
+    """Check a finished shard's labels (an unlabelled split fails at its first shard, not at its end) and write it."""
+    all_labels = np.concatenate(labels).astype(np.int64) if labels else np.zeros(0, np.int64)
+    check_labelled(dataset, all_labels)
+    all_images = np.concatenate(images) if images else np.zeros((0, 0), np.float32)
+    store.write(shard, all_images, all_labels, skipped)
+
+
+class BuildInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a split, carrying the sentence that says what a rerun will redo."""
+
+
+def shard_store(
+    definition: EmbeddingDefinition,
+    split: Split,
+    dataset: Dataset,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    draft_decode: bool = False,
+    discard: bool = False,
+) -> ShardStore:
+    """The split's shard folder; shards are reused only by a build with the same fingerprint (definitions, image
+    files, libraries), split, number of images, shard size and decoding, and never when `discard`."""
+    key = shard_key(
+        model=ModelProvider.registry.spec(definition.model).model_dump(mode="json", exclude_none=True),
+        dataset=DatasetProvider.registry.spec(definition.dataset).model_dump(mode="json", exclude_none=True),
+        fingerprint=build_fingerprint(definition, dataset, draft_decode),
+        split=Split(split).value,
+        num_images=len(dataset),
+        shard_size=shard_size,
+        draft_decode=draft_decode,
+    )
+    return ShardStore(embedding_path(definition, split), key, len(dataset), shard_size, discard=discard)
+
+
+def _build_split(
+    definition: EmbeddingDefinition,
+    dataset: Dataset,
+    open_store: Callable[[], ShardStore],
+    engine: Engine,
+    progress: SplitProgress | None,
+    note: NoteCallback,
+    on_skip: SkipCallback | None,
+    draft_decode: bool,
+) -> Embeddings:
+    check_not_empty(dataset)
+    # The model loads (for the class embeddings) before the shards' folder is written: a model that cannot load, or
+    # a disk too full for its checkpoint, fails before anything is written.
+    classes = engine.embed_classes(dataset)
+    if classes is not None:
+        check_distinct_classes(classes, dataset.class_names, definition.model)
+    store = open_store()
+    split, total, resumed = dataset.split, len(dataset), store.resumed_images()
+    if resumed:
+        note(split, f"resuming: {resumed:,} of {total:,} images already embedded")
+    done = resumed
+
+    def advance(images: int) -> None:
+        nonlocal done
+        done += images
+        if progress is not None:
+            progress(split, done, total, resumed)
+
+    try:
+        advance(0)
+        engine.embed_shards(dataset, store, advance, on_skip)
+    except KeyboardInterrupt:
+        left = total - store.resumed_images()
+        raise BuildInterrupted(
+            f"Interrupted: {total - left:,} of {total:,} {split.value} images of {definition} are embedded and kept; "
+            f"a rerun embeds only the other {left:,} (and any split not built yet)."
+        ) from None
+    labels = store.labels()
+    check_some_read(dataset, len(labels))
+    shape = (len(labels), store.dim())
+    metadata = build_metadata(definition, split, dataset, shape, store.skipped(), draft_decode)
+    save_embeddings_streamed(definition, split, store.image_chunks(), shape, labels, classes, metadata)
+    store.remove()
+    return load_embeddings(definition, split)
 
 
 def build_embeddings(
@@ -279,17 +450,22 @@ def build_embeddings(
     on_skip: SkipCallback | None = None,
     draft_decode: bool = False,
     on_note: NoteCallback | None = None,
+    engine: Engine | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
 ) -> dict[Split, Embeddings | None]:
     """Build and cache the given splits of one pair; a split already cached is skipped (None) unless `overwrite`
     or it is stale (its fingerprint no longer matches the definitions, files or libraries: `tti_eval.provenance`).
 
-    The datasets are opened first, so a dataset that cannot load fails before any model weights are read; the model
-    is loaded (by `load_model`, e.g. a loader shared across pairs) only if some split needs building. Each split's
-    file appears atomically when that split is complete, so an interrupted build keeps the finished splits and a
-    rerun completes the rest. `on_note` hears why a split is rebuilt and how a carved split was cut from train. An
-    unreadable image stops the build before its split is written, unless `skip_bad_images`: then it is left out,
-    recorded in the split's metadata and passed to `on_skip`. `draft_decode`: see `compute_embeddings`; recorded in
-    the metadata."""
+    The datasets are opened first, so a dataset that cannot load fails before any model weights are read. Without an
+    `engine`, the splits are embedded in this process (`LocalEngine` with `load_model`, e.g. a loader shared across
+    pairs, `batch_size`, `num_workers`, `device`, `draft_decode`); the model is loaded only if some split needs
+    building. Each split is written in shards of `shard_size` images, so an interrupted build keeps the finished
+    splits and shards and a rerun embeds only the rest (`overwrite` discards them too); each split's file appears
+    atomically when that split is complete. `progress` hears (split, images done, images in the split, images of
+    them resumed from an earlier run's shards). `on_note` hears why a split is rebuilt, how a carved split was cut
+    from train and how much of it is resumed. An unreadable image stops the build before its split is written,
+    unless `skip_bad_images`: then it is left out, recorded in the split's metadata and passed to `on_skip`.
+    `draft_decode`: see `compute_embeddings`; recorded in the metadata."""
     note = on_note or (lambda split, text: None)
     results: dict[Split, Embeddings | None] = {}
     todo: dict[Split, Dataset | None] = {}
@@ -318,37 +494,27 @@ def build_embeddings(
         split: loaded if loaded is not None else DatasetProvider.get_dataset(definition.dataset, split)
         for split, loaded in todo.items()
     }
-    model = load_model() if load_model else ModelProvider.get_model(definition.model, device=device)
+    if engine is None:
+        loader = load_model or partial(ModelProvider.get_model, definition.model, device=device)
+        engine = LocalEngine(cache(loader), batch_size, num_workers, draft_decode)
+    skip = (on_skip or (lambda image, reason: None)) if skip_bad_images else None
     for split, dataset in datasets.items():
         if dataset.carving is not None:
             note(split, describe_carving(dataset.carving))
-        done = 0
-
-        def advance(images: int, split: Split = split, total: int = len(dataset)) -> None:
-            nonlocal done
-            done += images
-            if progress is not None:
-                progress(split, done, total)
-
-        advance(0)
-        skipped: list[tuple[str, str]] = []
-        skip = partial(_record_skip, skipped, on_skip) if skip_bad_images else None
-        embeddings = compute_embeddings(
-            model, dataset, batch_size, num_workers, on_batch=advance, on_skip=skip, draft_decode=draft_decode
-        )
-        metadata = build_metadata(definition, split, dataset, embeddings, skipped, draft_decode)
-        save_embeddings(definition, embeddings, split, metadata)
-        results[split] = embeddings
+        store = partial(shard_store, definition, split, dataset, shard_size, draft_decode, discard=overwrite)
+        results[split] = _build_split(definition, dataset, store, engine, progress, note, skip, draft_decode)
     return results
 
 
 class BuildProgress(NamedTuple):
-    """One step of `build_pairs`: `split` None while the pair's model loads, else images embedded of that split."""
+    """One step of `build_pairs`: `split` None while the pair's model loads, else images embedded of that split, of
+    which `resumed` were already embedded in the shards an interrupted run left."""
 
     pair: EmbeddingDefinition
     split: Split | None
     done: int
     total: int
+    resumed: int = 0
 
 
 class PairBuild(NamedTuple):
@@ -401,49 +567,81 @@ def build_pairs(
     on_skip: SkipCallback | None = None,
     draft_decode: bool = False,
     reraise: bool = False,
+    engine: Literal["local", "ray"] = "local",
+    address: str | None = None,
+    workers: int | None = None,
+    gpus_per_worker: float | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
 ) -> BuildRun:
     """Build (or find cached) `splits` of every pair; each model is loaded at most once for all its pairs.
 
     A pair that fails is reported in `problems` in one sentence and the others still build. A user error
     (`TTIEvalError`) is its own sentence; anything else is a bug: its traceback is logged, and with `reraise` it is
     raised instead. `on_pair` receives each pair's result, or its problem sentence, as soon as it is known;
-    `on_note` a line about one split worth telling (why it is rebuilt, how a carved split was cut).
-    `skip_bad_images`, `on_skip` and `draft_decode` are `build_embeddings`'s."""
+    `on_note` a line about one split worth telling (why it is rebuilt, how a carved split was cut, how many of its
+    images an interrupted run already embedded). `skip_bad_images`, `on_skip`, `draft_decode` and `shard_size` are
+    `build_embeddings`'s.
+
+    `engine` "local" embeds in this process (`device`, `num_workers`, `skip_bad_images` and `draft_decode` apply to
+    it only); "ray" on the Ray cluster at `address` (default: a local Ray started for this call; see
+    `tti_eval.ray_engine`) with `workers` model actors of `gpus_per_worker` GPUs each. Both write the same shards,
+    so either resumes the other's interrupted split."""
     splits = list(dict.fromkeys(Split(s) for s in splits))
     results: list[PairBuild] = []
     problems: list[str] = []
-    # Pairs of one model run back to back and share one loader, so each model is loaded at most once.
-    for model_title in dict.fromkeys(pair.model for pair in pairs):
-        model_pairs = [p for p in pairs if p.model == model_title]
-        first = model_pairs[0]  # a loading step names the model; any of its pairs will do
-        load_model = _load_once(model_title, device, lambda first=first: _report(progress, first, None, 0, 0))
-        for pair in model_pairs:
-            try:
-                built = build_embeddings(
-                    pair,
-                    splits,
-                    overwrite=overwrite,
-                    batch_size=batch_size,
-                    num_workers=num_workers,
-                    load_model=load_model,
-                    skip_bad_images=skip_bad_images,
-                    on_skip=on_skip,
-                    draft_decode=draft_decode,
-                    progress=lambda split, done, total, pair=pair: _report(progress, pair, split, done, total),
-                    on_note=(lambda split, text, pair=pair: on_note(pair, split, text)) if on_note else None,
+    if engine == "ray":
+        from tti_eval.ray_engine import RayEngine, ray_session
+
+        session = ray_session(address)
+    else:
+        session = nullcontext()
+    with session:
+        # Pairs of one model run back to back and share one loader (or engine), so each model is loaded at most once.
+        for model_title in dict.fromkeys(pair.model for pair in pairs):
+            model_pairs = [p for p in pairs if p.model == model_title]
+            first = model_pairs[0]  # a loading step names the model; any of its pairs will do
+            on_load = partial(_report, progress, first, None, 0, 0)
+            if engine == "ray":
+                # one engine for the model's pairs, made inside a pair's try: a bad option is that pair's problem
+                model_engine = cache(
+                    partial(
+                        RayEngine,
+                        model_title,
+                        workers=workers,
+                        gpus_per_worker=gpus_per_worker,
+                        batch_size=batch_size,
+                        on_load=on_load,
+                    )
                 )
-            except TTIEvalError as e:
-                outcome: PairBuild | str = f"{pair}: {e}"
-            except Exception as e:  # one broken pair must not stop the others, nor hide its traceback
-                if reraise:
-                    raise
-                logger.exception("Building %s failed with an unexpected error:", pair)
-                outcome = f"{pair}: {type(e).__name__}: {e} (an unexpected error; its traceback is logged above)."
             else:
-                outcome = PairBuild(pair, {split: result is not None for split, result in built.items()})
-            (problems if isinstance(outcome, str) else results).append(outcome)
-            if on_pair is not None:
-                on_pair(outcome)
+                local = LocalEngine(_load_once(model_title, device, on_load), batch_size, num_workers, draft_decode)
+                model_engine = lambda local=local: local  # noqa: E731
+            for pair in model_pairs:
+                try:
+                    built = build_embeddings(
+                        pair,
+                        splits,
+                        overwrite=overwrite,
+                        engine=model_engine(),
+                        skip_bad_images=skip_bad_images,
+                        on_skip=on_skip,
+                        draft_decode=draft_decode,
+                        shard_size=shard_size,
+                        progress=lambda split, *counts, pair=pair: _report(progress, pair, split, *counts),
+                        on_note=(lambda split, text, pair=pair: on_note(pair, split, text)) if on_note else None,
+                    )
+                except TTIEvalError as e:
+                    outcome: PairBuild | str = f"{pair}: {e}"
+                except Exception as e:  # one broken pair must not stop the others, nor hide its traceback
+                    if reraise:
+                        raise
+                    logger.exception("Building %s failed with an unexpected error:", pair)
+                    outcome = f"{pair}: {type(e).__name__}: {e} (an unexpected error; its traceback is logged above)."
+                else:
+                    outcome = PairBuild(pair, {split: result is not None for split, result in built.items()})
+                (problems if isinstance(outcome, str) else results).append(outcome)
+                if on_pair is not None:
+                    on_pair(outcome)
     return BuildRun(results, problems)
 
 
@@ -453,9 +651,10 @@ def _report(
     split: Split | None,
     done: int,
     total: int,
+    resumed: int = 0,
 ) -> None:
     if progress is not None:
-        progress(BuildProgress(pair, split, done, total))
+        progress(BuildProgress(pair, split, done, total, resumed))
 
 
 def compute_embeddings_from_definition(definition: EmbeddingDefinition, split: Split, **kwargs: Any) -> Embeddings:

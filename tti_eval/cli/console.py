@@ -73,8 +73,8 @@ def user_errors(command: Callable[P, R]) -> Callable[P, R]:
             if DEBUG:
                 raise
             raise fail(str(e)) from None
-        except KeyboardInterrupt:
-            raise fail(INTERRUPTED, 130) from None
+        except KeyboardInterrupt as e:  # a build's interruption says what a rerun will redo
+            raise fail(str(e) or INTERRUPTED, 130) from None
 
     return wrapper
 

@@ -105,6 +105,11 @@ def _pick_pairs_to_build(include_existing: bool, by_dataset: bool, splits: list[
     return pick_pairs(new, "Pick model/dataset pairs to build", hidden=len(candidates) - len(new))
 
 
+class BuildEngine(StrEnum):
+    LOCAL = "local"
+    RAY = "ray"
+
+
 @app.command()
 @user_errors
 def build(
@@ -148,11 +153,28 @@ def build(
             "on photos, with slightly different embeddings.",
         ),
     ] = False,
+    engine: Annotated[
+        BuildEngine, typer.Option(help="local: this process. ray: a Ray cluster (`pip install -e '.[ray]'`).")
+    ] = BuildEngine.LOCAL,
+    address: Annotated[
+        str | None, typer.Option(help="Ray: the cluster to join, e.g. ray://head:10001. Default: a local Ray.")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Ray: model actors. Default: one per GPU, or one without GPUs.")
+    ] = None,
+    gpus_per_worker: Annotated[
+        float | None, typer.Option(min=0, help="Ray: GPUs per model actor (0: on CPU). Default: 1 with GPUs.")
+    ] = None,
 ) -> None:
     """Compute and cache image and class embeddings for model/dataset pairs."""
     from tti_eval.compute import DEFAULT_SPLITS, build_pairs
     from tti_eval.model.base import resolve_device
 
+    ray_options = {"address": address, "workers": workers, "gpus_per_worker": gpus_per_worker}
+    if engine is BuildEngine.LOCAL and any(value is not None for value in ray_options.values()):
+        raise TTIEvalError("--address, --workers and --gpus-per-worker apply to --engine ray only.")
+    if engine is BuildEngine.RAY and (device is not None or num_workers is not None or draft_decode):
+        raise TTIEvalError("--device, --num-workers and --draft-decode apply to --engine local only.")
     selection = Selection(model_dataset, model, dataset, suite)
     suite_ = selection.suite()
     splits = list(dict.fromkeys(split or (suite_.splits if suite_ else None) or DEFAULT_SPLITS))
@@ -168,6 +190,8 @@ def build(
         console.print("Nothing to build.")
         return
     skipped: list[tuple[str, str]] = []
+    if engine is BuildEngine.RAY:
+        console.print(f"Building on Ray ({address or 'a local cluster'}) …")
     with _build_progress() as progress:
         run = build_pairs(
             pairs,
@@ -185,6 +209,8 @@ def build(
             on_skip=lambda image, reason: skipped.append((image, reason)),
             draft_decode=draft_decode,
             reraise=console_module.DEBUG,
+            engine=engine.value,
+            **ray_options,
         )
     if skipped:
         console.print(f"[yellow]Skipped {len(skipped)} unreadable images[/] (recorded in each split's metadata):")
@@ -216,7 +242,10 @@ def _draw_build_step(progress: "Progress") -> Callable[["BuildProgress"], None]:
             return
         key = (step.pair, step.split)
         if key not in tasks:
-            tasks[key] = progress.add_task(f"{step.pair} ({step.split.value})", total=step.total)
+            # completed from the start: images a previous run embedded must not count towards this run's speed
+            tasks[key] = progress.add_task(
+                f"{step.pair} ({step.split.value})", total=step.total, completed=step.resumed
+            )
         progress.update(tasks[key], completed=step.done)
         if step.done >= step.total:
             progress.remove_task(tasks.pop(key))

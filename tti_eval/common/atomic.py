@@ -113,19 +113,21 @@ def check_writable(folder: Path, what: str) -> None:
             probe.unlink(missing_ok=True)
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
+def atomic_write(path: Path, write: Callable[[BinaryIO], object], reported_as: Path | None = None) -> Path:
     """Call `write(file)` on a temporary file beside `path`, then move it into place in one step; return `path`.
 
     On any failure (an exception in `write`, a full disk, Ctrl-C) the temporary file is removed and `path` is left as
     it was; a failure to write the file itself (not, say, a download that `write` reads from) is a `WriteError`
-    sentence. Stale temporaries of the same target left by dead writers are swept first."""
+    sentence, about `reported_as` when given (the file the user knows, of which `path` is a part, e.g. a shard).
+    Stale temporaries of the same target left by dead writers are swept first."""
     path = Path(path)
+    reported = Path(reported_as or path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temp_files(path.parent, target=path.name)
         fd, temp = _open_temp(path)
     except OSError as e:
-        raise write_error(e, path) from None
+        raise write_error(e, reported) from None
     file = os.fdopen(fd, "wb")
     recorder = _RecordingWriter(file)
     try:
@@ -134,14 +136,14 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
         except Exception:
             if recorder.error is None:
                 raise
-            raise write_error(recorder.error, path) from None
+            raise write_error(recorder.error, reported) from None
         try:
             file.flush()
             os.fsync(file.fileno())
             file.close()
             os.replace(temp, path)
         except OSError as e:
-            raise write_error(e, path) from None
+            raise write_error(e, reported) from None
     except BaseException:
         with contextlib.suppress(OSError):
             file.close()  # its buffer may still fail to flush on a full disk

@@ -8,6 +8,7 @@ looks finished. This is the only module that reads or writes embedding files.
 
 import json
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +38,46 @@ def embeddings_exist(definition: EmbeddingDefinition, split: Split) -> bool:
 def save_embeddings(
     definition: EmbeddingDefinition, embeddings: Embeddings, split: Split, metadata: dict[str, Any] | None = None
 ) -> Path:
+    return save_embeddings_streamed(
+        definition, split, [embeddings.images], embeddings.images.shape, embeddings.labels, embeddings.classes, metadata
+    )
+
+
+def save_embeddings_streamed(
+    definition: EmbeddingDefinition,
+    split: Split,
+    image_chunks: Iterable[np.ndarray],
+    images_shape: tuple[int, int],
+    labels: np.ndarray,
+    classes: np.ndarray | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Write a split's file with the image embeddings arriving in row chunks, so that a split assembled from shards
+    never holds all its image embeddings at once. The file is exactly what `np.savez` writes (stored zip members)."""
     path = embedding_path(definition, split)
-    arrays: dict[str, np.ndarray] = {"image_embeddings": embeddings.images, "labels": embeddings.labels}
-    if embeddings.classes is not None:
-        arrays["class_embeddings"] = embeddings.classes
+    small: dict[str, np.ndarray] = {"labels": np.asarray(labels)}
+    if classes is not None:
+        small["class_embeddings"] = np.asarray(classes)
     if metadata is not None:
-        arrays["metadata"] = np.array(json.dumps(metadata, default=str))
-    atomic_write(path, lambda handle: np.savez(handle, **arrays))
+        small["metadata"] = np.array(json.dumps(metadata, default=str))
+
+    def write(handle) -> None:
+        with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+            with archive.open("image_embeddings.npy", "w", force_zip64=True) as member:
+                header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False}
+                np.lib.format.write_array_header_1_0(member, {**header, "shape": tuple(images_shape)})
+                rows = 0
+                for chunk in image_chunks:
+                    chunk = np.ascontiguousarray(chunk, dtype=np.float32)
+                    member.write(chunk.tobytes())
+                    rows += chunk.shape[0]
+                if rows != images_shape[0]:  # a header that lies would make a file that loads as garbage
+                    raise ValueError(f"expected {images_shape[0]} image embeddings, got {rows}")
+            for name, array in small.items():
+                with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, array, allow_pickle=False)
+
+    atomic_write(path, write)
     return path
 
 

@@ -7,11 +7,12 @@ so listing titles never imports torch, transformers or the Encord SDK. Each buil
 it is read. A broken file is recorded in `problems` (file name and field) and skipped; the others still load.
 """
 
+import functools
 import importlib
 import importlib.util
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
@@ -290,10 +291,14 @@ class DefinitionRegistry(Generic[T]):
         return cls
 
     def create(self, title: str, **overrides: Any) -> T:
+        return self.factory(title, **overrides)()
+
+    def factory(self, title: str, **overrides: Any) -> Callable[[], T]:
+        """A picklable call that creates the object anywhere, e.g. on a Ray worker that never saw a `register` call
+        or the definition's JSON file."""
         entry = self._entry(title)
-        cls = self.get_class(title)
         kwargs = entry.spec.class_kwargs() | {k: v for k, v in overrides.items() if v is not None}
-        return cls(**kwargs)
+        return functools.partial(self.get_class(title), **kwargs)
 
     # -- helpers ----------------------------------------------------------------------------------------------------
 
