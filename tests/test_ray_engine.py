@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from tti_eval.cli.main import app
 from tti_eval.common import EmbeddingDefinition, Split, TTIEvalError
 from tti_eval.common.cache import embedding_path, load_embeddings, load_metadata
-from tti_eval.compute import build_embeddings, compute_embeddings, shard_store
+from tti_eval.compute import build_embeddings, compute_embeddings, read_item, shard_store
 from tti_eval.dataset import DatasetProvider
 from tti_eval.dataset.images import BadImageError
 from tti_eval.dataset.types.image_folder import ImageFolderDataset
@@ -98,7 +98,36 @@ def test_build_engine_ray_from_the_cli(ray_cluster, cache_path):
     result = CliRunner().invoke(app, ["build", "-md", str(PAIR), "--engine", "ray", "--split", "validation"])
     assert result.exit_code == 0, result.output
     assert "validation) built" in result.output and "80 of 80 images already embedded" in result.output
+    assert "Building on Ray (a local cluster) …" in result.output
     assert np.all(load_embeddings(PAIR, Split.VALIDATION).images == 0.5)
+
+
+def test_a_build_with_every_split_cached_starts_no_ray(cache_path, tiny_models, digits_tree, monkeypatch):
+    from tti_eval import ray_engine
+
+    args = ["build", "-md", str(PAIR), "--split", "validation"]
+    assert CliRunner().invoke(app, [*args, "--num-workers", "0"]).exit_code == 0  # cached by the local engine
+
+    def no_session(address):
+        raise AssertionError("Ray started")
+
+    monkeypatch.setattr(ray_engine, "ray_session", no_session)
+    result = CliRunner().invoke(app, [*args, "--engine", "ray"])
+    assert result.exit_code == 0, result.output
+    assert "validation) already cached" in result.output and "Ray" not in result.output
+
+
+def test_a_damaged_first_image_is_not_an_unreadable_source(engine, digits_tree, tmp_path):
+    copy = tmp_path / "digits"
+    shutil.copytree(digits_tree.root, copy)
+    (damaged := sorted((copy / "validation").rglob("*.png"))[0]).write_bytes(b"not a png")
+    DatasetProvider.register_dataset(ImageFolderDataset, "damaged-first-digits", title_in_source=str(copy))
+    dataset = DatasetProvider.get_dataset("damaged-first-digits", Split.VALIDATION)
+    assert "bad" in read_item(dataset, 0)  # the damaged file is the split's first image
+    store = ShardStore(tmp_path / "m_validation.npz", "k", len(dataset), SHARD)
+    skipped = []
+    engine.embed_shards(dataset, store, lambda n: None, lambda image, reason: skipped.append(image))
+    assert len(skipped) == 1 and damaged.name in skipped[0] and store.missing() == []
 
 
 def test_a_source_the_workers_cannot_read_gets_one_sentence(engine, digits_tree, tmp_path):

@@ -70,13 +70,23 @@ def _connection_problem(address: str | None, error: Exception) -> str:
     return f"Cannot join the Ray cluster at {address} ({reason}); start one with `ray start --head` or fix --address."
 
 
-def _probe(dataset: Dataset) -> str | None:
-    """Runs on a node: None when it can read the dataset's first image, else why not."""
+# Images the driver tries for one it can read, which every node must then read too.
+_PROBED = 16
+
+
+def _probe(dataset: Dataset, index: int) -> str | None:
+    """Runs on a node: None when it can read the dataset's index-th image, else why not."""
     try:
-        dataset.get_image_and_label(0)
+        dataset.get_image_and_label(index)
     except Exception as e:  # any failure to read means the same thing to the user
         return f"{type(e).__name__}: {e}"
     return None
+
+
+def _readable_index(dataset: Dataset) -> int:
+    """The first of the first `_PROBED` images that reads here (0 if none does): a node that cannot read an image
+    the driver reads cannot reach the source, whereas one damaged image is the build's to report (or skip)."""
+    return next((i for i in range(min(len(dataset), _PROBED)) if "bad" not in read_item(dataset, i)), 0)
 
 
 def _prepare(model_factory: Callable[[], Model], prompts: list[list[str]]) -> tuple[np.ndarray | None, Any]:
@@ -176,10 +186,11 @@ class RayEngine:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         nodes = [node for node in self.ray.nodes() if node["Alive"] and node["Resources"].get("CPU")]
+        index = _readable_index(dataset)
         refs = [
             self._remote(
                 _probe, num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
-            ).remote(dataset)
+            ).remote(dataset, index)
             for node in nodes
         ]
         for node, ref in zip(nodes, refs, strict=True):
