@@ -52,21 +52,38 @@ _PAIRS = 256
 _FALLBACK_ENTRIES = 1 << 22
 
 
+# How many neighbours to find: one count for every query, or one per query.
+Counts = int | np.ndarray
+
+
 @dataclass(frozen=True)
 class Neighbours:
-    """Indices of nearest neighbours, nearest first, for one train and one validation set."""
+    """Indices of nearest neighbours, nearest first, for one train and one validation set. A query asked for fewer
+    neighbours than the widest row has -1 after its own."""
 
     val_to_train: np.ndarray  # [n_val, k] int64 indices into the train images
     train_to_val: np.ndarray  # [n_train, k'] int32 indices into the validation images (int32: n_train × 100 is large)
 
-    def check_matches(self, n_train: int, n_val: int, k_val_to_train: int = 0, k_train_to_val: int = 0) -> None:
+    def check_matches(self, n_train: int, n_val: int, k_val_to_train: Counts = 0, k_train_to_val: Counts = 0) -> None:
         """Shared neighbours must come from the same pair of sets, with at least as many neighbours as needed."""
         for name, found, rows, k in (
-            ("validation → train", self.val_to_train.shape, n_val, k_val_to_train),
-            ("train → validation", self.train_to_val.shape, n_train, k_train_to_val),
+            ("validation → train", self.val_to_train, n_val, k_val_to_train),
+            ("train → validation", self.train_to_val, n_train, k_train_to_val),
         ):
-            if k and (found[0] != rows or found[1] < k):
-                raise ValueError(f"shared neighbours cover {found} {name}, need ({rows}, ≥{k})")
+            need = np.broadcast_to(np.asarray(k), (rows,))
+            widest = int(need.max(initial=0))
+            if widest and (len(found) != rows or found.shape[1] < widest or (_found(found) < need).any()):
+                raise ValueError(f"shared neighbours cover {found.shape} {name}, need ({rows}, ≥{widest})")
+
+
+def _found(neighbours: np.ndarray) -> np.ndarray:
+    """How many neighbours each row holds: rows are filled from the left, -1 after the last."""
+    return (neighbours >= 0).sum(axis=1)
+
+
+def _per_query(k: Counts, queries: int, others: int) -> np.ndarray:
+    """Each query's number of neighbours to find, capped at the size of the searched set."""
+    return np.minimum(np.broadcast_to(np.asarray(k, dtype=np.int64), (queries,)), others)
 
 
 def _error_factor(dim: int, unit_roundoff: float) -> float:
@@ -153,12 +170,12 @@ def _rank(
     values: np.ndarray,
     ids: np.ndarray,
     bound: np.ndarray,
-    k: int,
+    k: np.ndarray,
     exact_distances: Callable[[np.ndarray, np.ndarray], np.ndarray],
 ) -> np.ndarray:
-    """The first k of each row's candidates in exact order, given candidates sorted by approximate distance
-    (`values`, ties by id) that are each within `bound` (per row) of the exact distance and that contain every
-    candidate the exact top k can hold.
+    """The first k[i] (≥ 1) of row i's candidates in exact order, then -1 up to the widest k, given candidates
+    sorted by approximate distance (`values`, ties by id) that are each within `bound` (per row) of the exact
+    distance and that contain every candidate the exact top k[i] can hold.
 
     Candidates whose intervals value ± bound overlap chain into one cluster; clusters are in exact order among
     themselves, so only the members of shared clusters up to the k-th's need `exact_distances(rows, ids)`.
@@ -167,15 +184,16 @@ def _rank(
     links = np.diff(approximate, axis=1) <= 2 * bound[:, None]  # candidate j and j + 1 may be in either order
     cluster = np.zeros(approximate.shape, dtype=np.int64)
     cluster[:, 1:] = np.cumsum(~links, axis=1)
-    within = cluster <= cluster[:, k - 1 : k]
+    within = cluster <= np.take_along_axis(cluster, k[:, None] - 1, axis=1)
     shared = np.zeros(approximate.shape, dtype=bool)
     shared[:, 1:] |= links
     shared[:, :-1] |= links
     rows, columns = np.nonzero(within & shared)
     exact = np.zeros(approximate.shape, dtype=np.float64)  # a cluster of one needs no exact distance
     exact[rows, columns] = exact_distances(rows, ids[rows, columns])
-    order = np.lexsort((ids, exact, np.where(within, cluster, ids.shape[1])), axis=-1)
-    return np.take_along_axis(ids, order[:, :k], axis=1)
+    widest = int(k.max(initial=0))
+    order = np.lexsort((ids, exact, np.where(within, cluster, ids.shape[1])), axis=-1)[:, :widest]
+    return np.where(np.arange(widest) < k[:, None], np.take_along_axis(ids, order, axis=1), -1)
 
 
 def _exact_top(
@@ -183,27 +201,30 @@ def _exact_top(
     ids: np.ndarray,
     norms: np.ndarray,
     other_radius: float,
-    k: int,
+    k: np.ndarray,
+    width: int,
     query_unit: np.ndarray,
     others: np.ndarray,
     other_lengths: np.ndarray,
     centre: np.ndarray,
 ) -> np.ndarray:
-    """Each query's exact k nearest others, from its float32 candidates (sorted, from the centred search, whose
-    centred queries have these `norms`) where the margin proves sufficient, and from a float64 pass over all
-    others where it does not."""
+    """Each query's exact k[i] nearest others, then -1 up to `width`, from its float32 candidates (sorted, from the
+    centred search, whose centred queries have these `norms`) where the margin proves sufficient, and from a float64
+    pass over all others where it does not."""
     bound = _error_factor(query_unit.shape[1], 2.0**-24) * (norms + other_radius) ** 2
-    proven = (values.shape[1] >= len(others)) | (values[:, -1].astype(np.float64) - values[:, k - 1] > 2 * bound)
-    result = np.empty((len(query_unit), k), dtype=np.int64)
-    sure = np.flatnonzero(proven)
-    result[sure] = _rank(
+    kth = np.take_along_axis(values, np.maximum(k, 1)[:, None] - 1, axis=1)[:, 0].astype(np.float64)
+    proven = (values.shape[1] >= len(others)) | (values[:, -1].astype(np.float64) - kth > 2 * bound)
+    result = np.full((len(query_unit), width), -1, dtype=np.int64)
+    sure = np.flatnonzero(proven & (k > 0))
+    ranked = _rank(
         values[sure],
         ids[sure],
         bound[sure],
-        k,
+        k[sure],
         lambda r, o: _pair_distances(query_unit, others, other_lengths, sure[r], o),
     )
-    unsure = np.flatnonzero(~proven)
+    result[sure, : ranked.shape[1]] = ranked
+    unsure = np.flatnonzero(~proven & (k > 0))
     for chunk in row_chunks(len(unsure), max(1, _FALLBACK_ENTRIES // len(others))):
         rows = unsure[chunk]
         query_centred = query_unit[rows] - centre
@@ -216,13 +237,14 @@ def _exact_top(
             full[:, block] = (query_norms**2)[:, None] + (other_norms**2)[None, :] - 2 * query_centred @ other_centred.T
         order = np.argsort(full, axis=1, kind="stable")
         bound64 = _error_factor(query_unit.shape[1], 2.0**-53) * (query_norms + radius) ** 2
-        result[rows] = _rank(
+        ranked = _rank(
             np.take_along_axis(full, order, axis=1),
             order,
             bound64,
-            k,
+            k[rows],
             lambda r, o, rows=rows: _pair_distances(query_unit, others, other_lengths, rows[r], o),
         )
+        result[rows, : ranked.shape[1]] = ranked
     return result
 
 
@@ -311,25 +333,27 @@ class _TopK:
 def search_neighbours(
     train_images: np.ndarray,
     val_images: np.ndarray,
-    k_val_to_train: int = 0,
-    k_train_to_val: int = 0,
+    k_val_to_train: Counts = 0,
+    k_train_to_val: Counts = 0,
     tile: int = TILE,
 ) -> Neighbours:
     """Each validation image's `k_val_to_train` nearest train images and each train image's `k_train_to_val` nearest
-    validation images, by exact float64 L2 distance between the L2-normalised images, ties to the lower index (k is
-    capped at the size of the searched set; 0 skips a direction). The inputs are not modified."""
+    validation images, by exact float64 L2 distance between the L2-normalised images, ties to the lower index. A
+    count is one for all queries or one per query (capped at the size of the searched set; 0 skips the query, and
+    a direction when all are 0); rows are as wide as the largest count. The inputs are not modified."""
     n_train, n_val = len(train_images), len(val_images)
-    k_vt, k_tv = min(k_val_to_train, n_train), min(k_train_to_val, n_val)
-    val_to_train = np.empty((n_val, k_vt), dtype=np.int64)
-    train_to_val = np.empty((n_train, k_tv), dtype=np.int32)
-    if not (k_vt or k_tv):
+    k_vt, k_tv = _per_query(k_val_to_train, n_val, n_train), _per_query(k_train_to_val, n_train, n_val)
+    width_vt, width_tv = int(k_vt.max(initial=0)), int(k_tv.max(initial=0))
+    val_to_train = np.empty((n_val, width_vt), dtype=np.int64)
+    train_to_val = np.empty((n_train, width_tv), dtype=np.int32)
+    if not (width_vt or width_tv):
         return Neighbours(val_to_train, train_to_val)
 
     centre = _common_centre(train_images, val_images)
     # Exact distances read the other side's rows as stored and divide them by their float64 lengths.
     train_lengths, val_lengths = _lengths(train_images), _lengths(val_images)
     val_centred, val_norms = _centred(val_images, centre, np.float32)  # visited once per train block
-    val_heaps = _TopK(n_val, _candidates_kept(k_vt, n_train)) if k_vt else None
+    val_heaps = _TopK(n_val, _candidates_kept(width_vt, n_train)) if width_vt else None
     train_radius = 0.0
     tile_distances = _tile_distances()
     buffer = np.empty(tile * tile, dtype=np.float32)  # flat, so that a partial tile is still one contiguous block
@@ -339,7 +363,7 @@ def search_neighbours(
         train_radius = max(train_radius, float(train_norms.max()))
         rows = len(train_centred)
         # final once this block has met every validation image
-        strip_heaps = _TopK(rows, _candidates_kept(k_tv, n_val)) if k_tv else None
+        strip_heaps = _TopK(rows, _candidates_kept(width_tv, n_val)) if width_tv else None
         for v0 in range(0, n_val, tile):
             val_block = val_centred[v0 : v0 + tile]
             cols = len(val_block)
@@ -354,7 +378,16 @@ def search_neighbours(
             radius = float(val_norms.max())
             train_unit = normalize(train_block.astype(np.float64))
             train_to_val[t0 : t0 + rows] = _exact_top(
-                values, ids, train_norms, radius, k_tv, train_unit, val_images, val_lengths, centre
+                values,
+                ids,
+                train_norms,
+                radius,
+                k_tv[t0 : t0 + rows],
+                width_tv,
+                train_unit,
+                val_images,
+                val_lengths,
+                centre,
             )
     if val_heaps is not None:
         values, ids = val_heaps.sorted()
@@ -364,7 +397,8 @@ def search_neighbours(
                 ids[rows],
                 val_norms[rows],
                 train_radius,
-                k_vt,
+                k_vt[rows],
+                width_vt,
                 _unit64(val_images[rows]),
                 train_images,
                 train_lengths,
