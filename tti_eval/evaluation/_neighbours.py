@@ -22,8 +22,15 @@ candidates, in three steps that keep its speed without trusting its rounding:
    whole other set with float64 distances, under the same bound in float64.
 
 The result is therefore the float64 ranking itself, independent of the number of threads, the tile size and the
-order in which BLAS adds things up. Keeping the heavy work inside faiss also keeps to one thread pool:
-interleaving numpy's BLAS threads with faiss's OpenMP threads makes them spin against each other.
+order in which BLAS adds things up.
+
+How many neighbours is asked per query, not per set: I2IR reads only a train image's first Q = min(k, size of its
+class in validation), which at 20 validation images per class is a fifth of k = 100, and the exact ranking (step
+2) is what costs beyond the float32 distances. Rows are as wide as the largest count, with -1 after a query's own.
+
+The distances run on faiss's OpenMP threads; the numpy work between them (heaps of the columns, re-ranking, norms)
+runs on as many Python threads, each on its own rows or columns, since numpy releases the GIL in its loops. No
+numpy BLAS call is on the main path: its threads and faiss's would spin against each other.
 
 Where faiss was built with GPU support and sees a GPU (`faiss.get_num_gpus() > 0`), the float32 tiles are computed
 there (`pairwise_distance_gpu`, the same ‖x‖² + ‖y‖² − 2x·y in float32 arithmetic, and by the same bound) and
@@ -104,6 +111,24 @@ def _candidates_kept(k: int, n_other: int) -> int:
     return min(n_other, k + 8 + k // 4)
 
 
+def _in_parts(n: int, work: Callable[[slice], None], smallest: int = 256) -> None:
+    """work(part) for contiguous parts of range(n), on as many threads as faiss uses: numpy and faiss release the
+    GIL in their loops, and the parts are independent, so that how many there are cannot change a result."""
+    threads = max(1, min(faiss.omp_get_max_threads(), n // smallest))
+    parts = [slice(int(p[0]), int(p[-1]) + 1) for p in np.array_split(np.arange(n), threads) if len(p)]
+    if len(parts) == 1:
+        work(parts[0])
+        return
+    with ThreadPoolExecutor(len(parts)) as pool:
+        for done in [pool.submit(work, part) for part in parts]:
+            done.result()
+
+
+def _chunks_of(part: slice) -> list[slice]:
+    """`part` in chunks of `row_chunks`' size, so that float64 copies of its rows stay small."""
+    return [slice(part.start + rows.start, part.start + rows.stop) for rows in row_chunks(part.stop - part.start)]
+
+
 def _unit64(images: np.ndarray) -> np.ndarray:
     return normalize(np.asarray(images, dtype=np.float64))
 
@@ -120,16 +145,26 @@ def _common_centre(*sets: np.ndarray) -> np.ndarray:
 def _centred(images: np.ndarray, centre: np.ndarray, dtype: type) -> tuple[np.ndarray, np.ndarray]:
     """The unit rows minus `centre`, in `dtype`, and their float64 norms."""
     centred = np.empty(images.shape, dtype=dtype)
-    for rows in row_chunks(len(images)):
-        centred[rows] = _unit64(images[rows]) - centre
-    return centred, np.sqrt(np.einsum("ij,ij->i", centred, centred, dtype=np.float64))
+    norms = np.empty(len(images), dtype=np.float64)
+
+    def work(part: slice) -> None:
+        for rows in _chunks_of(part):
+            centred[rows] = _unit64(images[rows]) - centre
+            norms[rows] = np.sqrt(np.einsum("ij,ij->i", centred[rows], centred[rows], dtype=np.float64))
+
+    _in_parts(len(images), work)
+    return centred, norms
 
 
 def _lengths(images: np.ndarray) -> np.ndarray:
     """Float64 L2 norms of the rows, exactly those `_unit64` divides by, so that dividing by them gives its rows."""
     lengths = np.empty(len(images), dtype=np.float64)
-    for rows in row_chunks(len(images)):
-        lengths[rows] = np.linalg.norm(np.asarray(images[rows], dtype=np.float64), ord=2, axis=1)
+
+    def work(part: slice) -> None:
+        for rows in _chunks_of(part):
+            lengths[rows] = np.linalg.norm(np.asarray(images[rows], dtype=np.float64), ord=2, axis=1)
+
+    _in_parts(len(images), work)
     return lengths
 
 
@@ -144,25 +179,17 @@ def _pair_distances(
     (its float64 row divided by other_lengths[other_ids[i]], exactly as `_unit64` scales it).
 
     This is most of the re-ranking's time, and it is bound by memory traffic: the pairs go in chunks small enough
-    for the gathered rows to stay in cache, through buffers reused in place, on as many threads as faiss uses (each
-    pair's distance is computed alone, so the split cannot change a bit).
+    for the gathered rows to stay in cache, through buffers reused in place. (Callers run it on several threads at
+    once, one part of the queries each.)
     """
     distances = np.empty(len(query_rows), dtype=np.float64)
-
-    def measure(part: slice) -> None:
-        difference = np.empty((_PAIRS, query_unit.shape[1]), dtype=np.float64)
-        query = np.empty_like(difference)
-        for pairs in row_chunks(part.stop - part.start, _PAIRS):
-            pairs = slice(part.start + pairs.start, part.start + pairs.stop)
-            ids, count = other_ids[pairs], pairs.stop - pairs.start
-            np.divide(others[ids], other_lengths[ids, None], out=difference[:count])
-            difference[:count] -= np.take(query_unit, query_rows[pairs], axis=0, out=query[:count])
-            distances[pairs] = np.einsum("ij,ij->i", difference[:count], difference[:count])
-
-    threads = max(1, min(faiss.omp_get_max_threads(), len(query_rows) // _PAIRS))
-    parts = [slice(p[0], p[-1] + 1) for p in np.array_split(np.arange(len(query_rows)), threads) if len(p)]
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(measure, parts))
+    difference = np.empty((min(_PAIRS, len(query_rows)), query_unit.shape[1]), dtype=np.float64)
+    query = np.empty_like(difference)
+    for pairs in row_chunks(len(query_rows), _PAIRS):
+        ids, count = other_ids[pairs], pairs.stop - pairs.start
+        np.divide(others[ids], other_lengths[ids, None], out=difference[:count])
+        difference[:count] -= np.take(query_unit, query_rows[pairs], axis=0, out=query[:count])
+        distances[pairs] = np.einsum("ij,ij->i", difference[:count], difference[:count])
     return distances
 
 
@@ -304,8 +331,15 @@ class _TopK:
                 self.add_rows(np.ascontiguousarray(tile[start:stop].T), first_heap, first_id + start)
             else:
                 stop = min(start + seen, len(tile))
-                self._add_below_kth(tile[start:stop], first_heap, first_id + start)
+                self._add_below_kth_in_parts(tile[start:stop], first_heap, first_id + start)
             start = stop
+
+    def _add_below_kth_in_parts(self, tile: np.ndarray, first_heap: int, first_id: int) -> None:
+        """`_add_below_kth` for parts of the columns on several threads: each part has heaps of its own."""
+        _in_parts(
+            tile.shape[1],
+            lambda columns: self._add_below_kth(tile[:, columns], first_heap + columns.start, first_id),
+        )
 
     def _add_below_kth(self, tile: np.ndarray, first_heap: int, first_id: int) -> None:
         kth = self.values[first_heap : first_heap + tile.shape[1], 0]  # a max-heap keeps its k-th smallest on top
@@ -324,10 +358,44 @@ class _TopK:
         ids[columns, slots] = first_id + rows
         self._heaps.addn_with_ids(width, faiss.swig_ptr(values), faiss.swig_ptr(ids), width, first_heap, len(values))
 
-    def sorted(self) -> tuple[np.ndarray, np.ndarray]:
-        """Distances and ids per heap, nearest first; equal distances by increasing id."""
-        order = np.lexsort((self.ids, self.values), axis=-1)
-        return np.take_along_axis(self.values, order, axis=-1), np.take_along_axis(self.ids, order, axis=-1)
+    def sorted(self, heaps: slice) -> tuple[np.ndarray, np.ndarray]:
+        """Distances and ids of these heaps, nearest first; equal distances by increasing id."""
+        values, ids = self.values[heaps], self.ids[heaps]
+        order = np.lexsort((ids, values), axis=-1)
+        return np.take_along_axis(values, order, axis=-1), np.take_along_axis(ids, order, axis=-1)
+
+
+def _finish(
+    heaps: _TopK,
+    queries: np.ndarray,
+    norms: np.ndarray,
+    other_radius: float,
+    k: np.ndarray,
+    others: np.ndarray,
+    other_lengths: np.ndarray,
+    centre: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """Fill `out` with each query's exact neighbours from its heap of float32 candidates (`_exact_top`), in parts on
+    several threads and in chunks within each, because the unit queries are float64."""
+
+    def work(part: slice) -> None:
+        for rows in _chunks_of(part):
+            values, ids = heaps.sorted(rows)
+            out[rows] = _exact_top(
+                values,
+                ids,
+                norms[rows],
+                other_radius,
+                k[rows],
+                out.shape[1],
+                _unit64(queries[rows]),
+                others,
+                other_lengths,
+                centre,
+            )
+
+    _in_parts(len(out), work)
 
 
 def search_neighbours(
@@ -374,34 +442,19 @@ def search_neighbours(
             if val_heaps is not None:
                 val_heaps.add_columns(distances, first_heap=v0, first_id=t0, offered=t0)
         if strip_heaps is not None:
-            values, ids = strip_heaps.sorted()
+            block = slice(t0, t0 + rows)
             radius = float(val_norms.max())
-            train_unit = normalize(train_block.astype(np.float64))
-            train_to_val[t0 : t0 + rows] = _exact_top(
-                values,
-                ids,
+            _finish(
+                strip_heaps,
+                train_block,
                 train_norms,
                 radius,
-                k_tv[t0 : t0 + rows],
-                width_tv,
-                train_unit,
+                k_tv[block],
                 val_images,
                 val_lengths,
                 centre,
+                train_to_val[block],
             )
     if val_heaps is not None:
-        values, ids = val_heaps.sorted()
-        for rows in row_chunks(n_val):  # in blocks, because the unit queries are float64
-            val_to_train[rows] = _exact_top(
-                values[rows],
-                ids[rows],
-                val_norms[rows],
-                train_radius,
-                k_vt[rows],
-                width_vt,
-                _unit64(val_images[rows]),
-                train_images,
-                train_lengths,
-                centre,
-            )
+        _finish(val_heaps, val_images, val_norms, train_radius, k_vt, train_images, train_lengths, centre, val_to_train)
     return Neighbours(val_to_train, train_to_val)
