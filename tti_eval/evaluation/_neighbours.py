@@ -134,12 +134,18 @@ def _unit64(images: np.ndarray) -> np.ndarray:
 
 
 def _common_centre(*sets: np.ndarray) -> np.ndarray:
-    """Mean of the float64 unit rows of all sets."""
-    total = np.zeros(sets[0].shape[1], dtype=np.float64)
-    for images in sets:
-        for rows in row_chunks(len(images)):
-            total += _unit64(images[rows]).sum(axis=0)
-    return total / sum(len(images) for images in sets)
+    """Mean of the float64 unit rows of all sets: sums per chunk on several threads, added in chunk order, so that
+    the centre is the same for every thread count."""
+    chunks = [(images, rows) for images in sets for rows in row_chunks(len(images))]
+    sums = np.empty((len(chunks), sets[0].shape[1]), dtype=np.float64)
+
+    def work(part: slice) -> None:
+        for index in range(part.start, part.stop):
+            images, rows = chunks[index]
+            sums[index] = _unit64(images[rows]).sum(axis=0)
+
+    _in_parts(len(chunks), work, smallest=1)
+    return sums.sum(axis=0) / sum(len(images) for images in sets)
 
 
 def _centred(images: np.ndarray, centre: np.ndarray, dtype: type) -> tuple[np.ndarray, np.ndarray]:
