@@ -52,7 +52,7 @@ PLATFORMS = [
     for python in ("3.11", "3.12", "3.13", "3.14")
 ]
 HEADER = (
-    "# Generated from poetry.lock by .ci/lock.py for CPython 3.11 on Linux x86_64, with every extra; do not edit.\n"
+    "# Generated from poetry.lock by .ci/lock.py for CPython 3.11 on Linux x86_64, all extras/groups; do not edit.\n"
     "# Installed by dev-setup.sh: pip install --require-hashes --no-deps -r requirements.lock\n"
 )
 
