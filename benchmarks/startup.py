@@ -7,14 +7,18 @@ tti-eval case by the baseline that does the same kind of work (`--help` by the b
 command's help, the commands by the bare command), in CPU time, which a busy machine disturbs far less than wall time.
 
 tti-eval runs against a temporary cache holding one built pair (digits-clip-random/digits: offline, built before the
-timing starts), so `list` checks a real split's provenance and `build (cached)` has a pair to find already cached.
+timing starts), so `list` checks a real split's provenance and `build (cached)` has a pair to find already cached;
+`list (empty cache)` points at a folder that holds none. `first picker` runs `build` in a pseudo-terminal until its
+picker is drawn (its wall time ends there; its CPU time includes the Ctrl-C that closes it).
 
     python benchmarks/startup.py
 """
 
 import json
 import os
+import pty
 import resource
+import select
 import statistics
 import subprocess
 import sys
@@ -53,10 +57,14 @@ CASES = {
     "bare typer+rich command -h": [sys.executable, "-c", BARE_APP, "show", "--help"],
     "--help": [*TTI_EVAL, "--help"],
     "build -h": [*TTI_EVAL, "build", "-h"],
+    "list (empty cache)": ["env", "TTI_EVAL_CACHE_PATH={cache}/empty", *TTI_EVAL, "list"],
     "list": [*TTI_EVAL, "list"],
     "list --all": [*TTI_EVAL, "list", "--all"],
     "build (cached)": [*TTI_EVAL, "build", "-md", PAIR],
+    "first picker": [*TTI_EVAL, "build"],
 }
+# Cases timed until this text is on the terminal (then Ctrl-C ends them): a picker waits for keys, not for an exit.
+DRAWN = {"first picker": b"Pick model/dataset pairs"}
 # every other tti-eval case runs a command
 BASELINE_OF = {"--help": "bare typer+rich --help", "build -h": "bare typer+rich command -h"}
 
@@ -66,15 +74,37 @@ def _child_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _run(command: list[str], env: dict[str, str], drawn: bytes | None) -> float:
+    """Wall seconds until `command` exits, or until it has drawn `drawn` on its terminal."""
+    start = time.perf_counter()
+    if drawn is None:
+        subprocess.run(command, capture_output=True, check=True, env=env)
+        return time.perf_counter() - start
+    main_side, terminal = pty.openpty()
+    process = subprocess.Popen(command, stdin=terminal, stdout=terminal, stderr=terminal, env=env)
+    os.close(terminal)
+    shown, deadline = b"", time.monotonic() + 120
+    while drawn not in shown:
+        ready, _, _ = select.select([main_side], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            process.kill()
+            raise TimeoutError(f"{' '.join(command)} never showed {drawn!r}; it showed {shown[-500:]!r}")
+        shown += os.read(main_side, 1 << 16)
+    seconds = time.perf_counter() - start
+    os.write(main_side, b"\x03")
+    process.wait(timeout=60)
+    os.close(main_side)
+    return seconds
+
+
 def median_seconds(cases: dict[str, list[str]], env: dict[str, str], runs: int = 5) -> dict[str, dict[str, float]]:
     """Each case's median wall time and CPU time (user + system of the process). The cases take turns, so a change in
     the machine's load touches them alike; CPU time barely depends on how many others share the cores."""
     times: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": []} for name in cases}
     for _ in range(runs):
         for name, command in cases.items():
-            start, cpu = time.perf_counter(), _child_cpu_seconds()
-            subprocess.run(command, capture_output=True, check=True, env=env)
-            times[name]["wall"].append(time.perf_counter() - start)
+            cpu = _child_cpu_seconds()
+            times[name]["wall"].append(_run(command, env, DRAWN.get(name)))
             times[name]["cpu"].append(_child_cpu_seconds() - cpu)
     return {
         clock: {name: round(statistics.median(found[clock]), 3) for name, found in times.items()}
@@ -87,7 +117,7 @@ def main() -> None:
         env = {**os.environ, "TTI_EVAL_CACHE_PATH": cache, "HF_HUB_OFFLINE": "1"}
         subprocess.run([*TTI_EVAL, "build", "-md", PAIR], capture_output=True, check=True, env=env)
         load_before = os.getloadavg()
-        seconds = median_seconds(CASES, env)
+        seconds = median_seconds({name: [part.format(cache=cache) for part in c] for name, c in CASES.items()}, env)
         load_after = os.getloadavg()
     ratio = {  # by CPU time: wall times on a shared machine mostly measure the others
         name: round(seconds["cpu"][name] / seconds["cpu"][BASELINE_OF.get(name, "bare typer+rich command")], 2)

@@ -177,7 +177,6 @@ def build(
     ] = None,
 ) -> None:
     """Compute and cache image and class embeddings for model/dataset pairs."""
-
     ray_options = {"address": address, "workers": workers, "gpus_per_worker": gpus_per_worker}
     if engine is BuildEngine.LOCAL and any(value is not None for value in ray_options.values()):
         raise TTIEvalError("--address, --workers and --gpus-per-worker apply to --engine ray only.")
