@@ -73,11 +73,16 @@ def _seed_shard(pair: EmbeddingDefinition, shard: int, shard_size: int, dim: int
 
 
 def test_ray_build_equals_the_in_process_engine_and_keeps_finished_shards(engine, cache_path):
-    """One build covers three promises: equal embeddings, a finished shard kept, a killed actor retried."""
+    """One build covers four promises: equal embeddings, a finished shard kept, a killed actor retried, and images
+    arriving batch by batch (so that decoding overlaps the model), not a shard at a time."""
     reference = _reference(Split.VALIDATION)
     _seed_shard(DYING, 1, SHARD, reference.images.shape[1])
-    built = build_embeddings(DYING, [Split.VALIDATION], engine=engine, shard_size=SHARD)[Split.VALIDATION]
+    done = []
+    built = build_embeddings(
+        DYING, [Split.VALIDATION], engine=engine, shard_size=SHARD, progress=lambda split, d, total, r: done.append(d)
+    )[Split.VALIDATION]
     assert os.path.exists(DiesOnce.marker)  # an actor did die
+    assert len(set(done)) - 1 > 2  # after the resumed count, more arrivals than the two shards left to build
     seeded = np.zeros(len(reference.labels), bool)
     seeded[SHARD : 2 * SHARD] = True
     assert np.all(built.images[seeded] == 0.5)
