@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from tti_eval.cli.main import app
 from tti_eval.common import EmbeddingDefinition, Split, TTIEvalError
 from tti_eval.common.cache import embedding_path, load_embeddings, load_metadata
-from tti_eval.compute import build_embeddings, compute_embeddings, read_item, shard_store
+from tti_eval.compute import build_embeddings, build_pairs, compute_embeddings, read_item, shard_store
 from tti_eval.dataset import DatasetProvider
 from tti_eval.dataset.images import BadImageError
 from tti_eval.dataset.types.image_folder import ImageFolderDataset
@@ -117,6 +117,9 @@ def test_a_build_with_every_split_cached_starts_no_ray(cache_path, tiny_models, 
         raise AssertionError("Ray started")
 
     monkeypatch.setattr(ray_engine, "ray_session", no_session)
+    started = []
+    run = build_pairs([PAIR], [Split.VALIDATION], engine="ray", on_ray_start=lambda: started.append(True))
+    assert not started and not run.problems and run.results[0].built == {Split.VALIDATION: False}
     result = CliRunner().invoke(app, [*args, "--engine", "ray"])
     assert result.exit_code == 0, result.output
     assert "validation) already cached" in result.output and "Ray" not in result.output
