@@ -143,7 +143,9 @@ def build(
     num_workers: Annotated[
         int | None,
         typer.Option(
-            min=0, help="Workers that decode and preprocess images. Default: none on a small CPU, more on a GPU."
+            min=0,
+            help="Workers that decode and preprocess images. Default on a CPU: none with two free cores or fewer, "
+            "one per four beyond (at most 4); on a GPU: all cores but one (at most 8).",
         ),
     ] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or mps. Default: the best available.")] = None,
@@ -210,8 +212,6 @@ def build(
     from tti_eval.compute import build_pairs
 
     skipped: list[tuple[str, str]] = []
-    if engine is BuildEngine.RAY:
-        console.print(f"Building on Ray ({address or 'a local cluster'}) …")
     with _build_progress() as progress:
         run = build_pairs(
             pairs,
@@ -230,6 +230,7 @@ def build(
             draft_decode=draft_decode,
             reraise=console_module.DEBUG,
             engine=engine.value,
+            on_ray_start=lambda: progress.console.print(f"Building on Ray ({address or 'a local cluster'}) …"),
             **ray_options,
         )
     if skipped:
