@@ -19,7 +19,15 @@ from tti_eval.model import ModelProvider
 from tti_eval.plotting.reduction import DEFAULT_REDUCTION, REDUCERS
 
 from . import console as console_module
-from .console import configure_logging, console, interrupt_exits_130_from_now_on, user_errors, warn
+from .console import (
+    configure_logging,
+    console,
+    interrupt_exits_130_from_now_on,
+    progress_display,
+    silence_library_progress_bars,
+    user_errors,
+    warn,
+)
 from .selection import (
     DatasetOption,
     ModelDatasetOption,
@@ -30,10 +38,9 @@ from .selection import (
 )
 
 if TYPE_CHECKING:
-    from rich.console import Console
-    from rich.progress import Progress
     from rich.table import Table
 
+    from tti_eval.common.progress import Display, Task
     from tti_eval.comparison.results import PerClassResult
     from tti_eval.compute import BuildProgress, PairBuild
     from tti_eval.evaluation import EvaluationResult, EvaluationRun
@@ -71,6 +78,7 @@ def main(
 ) -> None:
     """Evaluate text-image embedding models on your own image-classification data."""
     configure_logging()
+    silence_library_progress_bars()
     console_module.DEBUG = debug
 
 
@@ -190,9 +198,10 @@ def build(
         console.print("Nothing to build.")
         return
     skipped: list[tuple[str, str]] = []
-    if engine is BuildEngine.RAY:
-        console.print(f"Building on Ray ({address or 'a local cluster'}) …")
-    with _build_progress() as progress:
+    with progress_display() as display:
+        if engine is BuildEngine.RAY:
+            display.print(f"Building on Ray ({address or 'a local cluster'}) …", highlight=False)
+        draw, print_pair = _build_drawing(display)
         run = build_pairs(
             pairs,
             splits,
@@ -200,9 +209,9 @@ def build(
             batch_size=batch_size,
             num_workers=num_workers,
             device=device,
-            progress=_draw_build_step(progress),
-            on_pair=lambda outcome: _print_pair(progress.console, outcome),
-            on_note=lambda pair, split, text: progress.console.print(
+            progress=draw,
+            on_pair=print_pair,
+            on_note=lambda pair, split, text: display.print(
                 f"[dim]•[/] {pair} ({split.value}) {text}", highlight=False
             ),
             skip_bad_images=skip_bad_images,
@@ -220,46 +229,34 @@ def build(
         raise typer.Exit(1)
 
 
-def _build_progress() -> "Progress":
-    """One bar per (pair, split) with images/s and ETA; transient, so only the ✓/✗ lines stay on screen."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
-    from rich.text import Text
-
-    class ImagesPerSecond(ProgressColumn):
-        def render(self, task) -> Text:
-            return Text(f"{task.speed:,.1f} img/s" if task.speed else "… img/s", style="progress.data.speed")
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), ImagesPerSecond())
-    return Progress(*columns, TimeRemainingColumn(), console=console, transient=True)
-
-
-def _draw_build_step(progress: "Progress") -> Callable[["BuildProgress"], None]:
-    tasks: dict[tuple, int] = {}
+def _build_drawing(display: "Display") -> tuple[Callable[["BuildProgress"], None], Callable[["PairBuild | str"], None]]:
+    """What `build` hands `build_pairs`: a task per (pair, split) on the command's display, and each pair's ✓/✗ line
+    (which also ends the tasks of a pair that failed part-way)."""
+    tasks: dict[tuple, Task] = {}
 
     def draw(step: "BuildProgress") -> None:
         if step.split is None:
-            progress.console.print(f"Loading model [bold]{step.pair.model}[/] …")
+            display.print(f"Loading model [bold]{step.pair.model}[/] …", highlight=False)
             return
         key = (step.pair, step.split)
         if key not in tasks:
-            # completed from the start: images a previous run embedded must not count towards this run's speed
-            tasks[key] = progress.add_task(
-                f"{step.pair} ({step.split.value})", total=step.total, completed=step.resumed
-            )
-        progress.update(tasks[key], completed=step.done)
+            # images a previous run embedded count as done, not towards this run's speed
+            tasks[key] = display.task(f"{step.pair} ({step.split.value})", step.total, completed=step.resumed)
+        tasks[key].update(step.done)
         if step.done >= step.total:
-            progress.remove_task(tasks.pop(key))
+            display.finish(tasks.pop(key))
 
-    return draw
+    def print_pair(outcome: "PairBuild | str") -> None:
+        if isinstance(outcome, str):
+            for key in list(tasks):  # pairs build one after another: what is still open is this pair's
+                display.drop(tasks.pop(key))
+            display.print(f"[bold red]✗[/] {outcome}", highlight=False)
+            return
+        for split, built in outcome.built.items():
+            status = "[green]built[/]" if built else "[dim]already cached[/]"
+            display.print(f"[green]✓[/] {outcome.pair} ({split.value}) {status}", highlight=False)
 
-
-def _print_pair(out: "Console", outcome: "PairBuild | str") -> None:
-    if isinstance(outcome, str):
-        out.print(f"[bold red]✗[/] {outcome}", highlight=False)
-        return
-    for split, built in outcome.built.items():
-        status = "[green]built[/]" if built else "[dim]already cached[/]"
-        out.print(f"[green]✓[/] {outcome.pair} ({split.value}) {status}", highlight=False)
+    return draw, print_pair
 
 
 def cached_pairs(*splits: Split) -> list[EmbeddingDefinition]:
@@ -409,13 +406,11 @@ def run_with_progress(
     params: dict | None = None,
     per_class: bool = True,
 ) -> "EvaluationRun":
-    """`run_evaluation` behind a transient progress bar; its problems are printed as warnings."""
-    from rich.progress import Progress
-
+    """`run_evaluation` behind the command's progress display; its problems are printed as warnings."""
     from tti_eval.evaluation import run_evaluation
 
-    with Progress(transient=True, console=console) as progress:
-        task = progress.add_task("Evaluating", total=len(pairs) * len(evaluators))
+    with progress_display() as display:
+        task = display.task("Evaluating", len(pairs) * len(evaluators), unit="evaluator runs")
         run = run_evaluation(
             evaluators,
             pairs,
@@ -423,8 +418,9 @@ def run_with_progress(
             split=split.value,
             search=search,
             per_class=per_class,
-            progress=lambda done, total, what: progress.update(task, completed=done, description=what),
+            progress=lambda done, total, what: task.update(done, note=what if done < total else ""),
         )
+        display.finish(task)
     for problem in run.problems:
         warn(problem)
     return run
@@ -641,7 +637,9 @@ def animate(
                 f"{pair} has no {split.value} embeddings; run `{build_command(pair)} --split {split.value}` first."
             )
     _warn_stale(pairs, (split,))
-    with console.status(f"Reducing embeddings with {reduction} and drawing the animation …"):
+    from tti_eval.common.progress import task
+
+    with progress_display(), task(f"Reducing embeddings with {reduction} and drawing the animation", None):
         path = build_animation(pairs[0], pairs[1], split=split, reduction=reduction, interactive=interactive)
     if path is not None:
         console.print(f"Saved the animation to {path}", highlight=False)
