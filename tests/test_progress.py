@@ -93,12 +93,16 @@ def test_a_task_that_stops_early_prints_no_closing_line():
     assert out.getvalue().splitlines() == ["x: 10 images", "x: 50 % (5/10)"]
 
 
-def test_bars_are_live_only_on_a_real_terminal():
+def test_bars_are_live_only_on_a_real_terminal(monkeypatch):
+    monkeypatch.delenv("JPY_PARENT_PID", raising=False)
     # Jupyter exports FORCE_COLOR=1 to `!` commands: rich then calls a pipe a terminal, but nothing there can redraw.
     assert isinstance(display_for(Console(file=io.StringIO(), _environ={"FORCE_COLOR": "1"})), PlainDisplay)
     assert isinstance(display_for(Console(file=io.StringIO(), _environ={})), PlainDisplay)
     assert isinstance(display_for(Console(file=FakeTerminal(), _environ={})), LiveDisplay)
     assert isinstance(display_for(Console(file=FakeTerminal(), _environ={"TERM": "dumb"})), PlainDisplay)
+    # ... and runs them under a pseudo-terminal whose every redraw the cell keeps
+    monkeypatch.setenv("JPY_PARENT_PID", "1")
+    assert isinstance(display_for(Console(file=FakeTerminal(), _environ={})), PlainDisplay)
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +147,7 @@ def test_log_lines_print_above_the_live_bars_not_through_them(sources, cache_pat
     """stdout and stderr on one terminal, as in a shell: the warning logged while a bar is drawn ends up on its own
     line, and once the (transient) bars are gone nothing of them is left on screen."""
     _, tree = sources
+    monkeypatch.delenv("JPY_PARENT_PID", raising=False)  # when the suite itself runs in a notebook
     DatasetProvider.register_dataset(LoggingDigits, "logging-digits", title_in_source=str(tree.root))
     terminal = FakeTerminal()
     for name in ("console", "err_console"):

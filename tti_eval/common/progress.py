@@ -1,16 +1,17 @@
 """Progress that fits where it runs: one live display on a terminal, a few plain lines anywhere else.
 
 A live display (bars redrawn in place) only makes sense on a real terminal. Written into a notebook cell, a CI log or
-a pipe, each redraw becomes another line with carriage returns and escape codes; Jupyter even sets `FORCE_COLOR=1`
-for `!` commands, which makes rich believe it draws on a terminal (one `build` cell once produced 3,084 lines). So a
-display is live only when its console's stream is a TTY; elsewhere each task prints a start line, a line per tenth
-done and a closing line with its speed.
+a pipe, each redraw becomes another line with carriage returns and escape codes. A notebook's `!` commands even run
+under a pseudo-terminal, with `FORCE_COLOR=1` (one `build` cell once produced 3,084 lines). So a display is live only
+on a TTY outside a notebook; elsewhere each task prints a start line, a line per tenth done and a closing line with
+its speed.
 
 Library code (training the demo model, downloading Encord images) reports through `task(...)`: inside a command the
 bars join the command's one display, so two live displays never fight over the screen; outside one, a display is
 opened just for that task.
 """
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,11 +20,15 @@ from contextvars import ContextVar
 from rich.console import Console
 
 PLAIN_STEPS = 10  # a plain line each time another tenth of a task is done
+NOTEBOOK_MARK = "JPY_PARENT_PID"  # set by jupyter_client for every kernel it starts
 
 
 def is_live_terminal(console: Console) -> bool:
     """Whether `console` writes to a terminal a person watches: rich's own test (which honours `FORCE_COLOR` and
-    `TTY_INTERACTIVE`) and a stream that really is a TTY."""
+    `TTY_INTERACTIVE`), a stream that really is a TTY, and not a notebook's `!` command, which runs under a
+    pseudo-terminal whose every redraw the notebook keeps (its kernel's children inherit `JPY_PARENT_PID`)."""
+    if NOTEBOOK_MARK in os.environ:
+        return False
     isatty = getattr(console.file, "isatty", None)
     try:
         return console.is_interactive and isatty is not None and isatty()
