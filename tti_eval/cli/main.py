@@ -491,7 +491,7 @@ def evaluate(
 
 
 def _plot(results: "Sequence[EvaluationResult]", csv_path) -> None:
-    from tti_eval.plotting.confusion import plot_confusion
+    from tti_eval.plotting.confusion import confusion_title, plot_confusion
     from tti_eval.plotting.scores import plot_scores
 
     for title in dict.fromkeys(r.evaluator for r in results):
@@ -500,7 +500,9 @@ def _plot(results: "Sequence[EvaluationResult]", csv_path) -> None:
     written = []
     for r in (r for r in results if r.per_class is not None):
         names = [c.name for c in r.per_class.classes]
-        title = f"{r.model} on {r.dataset} ({r.split}) · {r.evaluator}"
+        title = confusion_title(
+            r.model, r.dataset, r.evaluator, r.main_metric.label, r.split, r.score.value, r.n_scored
+        )
         name = f"{csv_path.stem}_{r.evaluator}_{r.model}_{r.dataset}_confusion.png"
         written.append(plot_confusion(r.per_class.confusion_matrix, names, title, csv_path.with_name(name)))
     if written:
@@ -553,20 +555,17 @@ def scores_table(title: str, results: "Sequence[EvaluationResult]", width: int |
     models, and if it is still too wide each interval goes under its score."""
     from rich.table import Table
 
+    from tti_eval.evaluation._metrics import images_scored, scored_on
+
     datasets = list(dict.fromkeys(r.dataset for r in results))
     models = list(dict.fromkeys(r.model for r in results))
     cells = {(r.model, r.dataset): r for r in results}
-    metric = results[0].main_metric.label
-    splits = " / ".join(dict.fromkeys(r.split for r in results))
+    shows = scored_on(results[0].main_metric.label, (r.split for r in results))
     marked = "≈ approximate search (see the note), " if any(r.approximate for r in results) else ""
-    table = Table(
-        title=f"{title}: {metric} on the {splits} split [dim]({marked}95 % interval in brackets)[/]",
-        title_justify="left",
-    )
+    table = Table(title=f"{title}: {shows} [dim]({marked}95 % interval in brackets)[/]", title_justify="left")
 
     def scored(dataset: str, between: str = "\n") -> str:
-        sizes = dict.fromkeys(str(r.n_scored) for r in results if r.dataset == dataset)
-        return f"{dataset}{between}[dim]{' or '.join(sizes)} images[/]"
+        return f"{dataset}{between}[dim]{images_scored(r.n_scored for r in results if r.dataset == dataset)}[/]"
 
     mark_width = len("≈ ") if marked else 0
     wide_cell, narrow_cell = mark_width + len("0.0000 (0.000–0.000)"), max(mark_width + 6, len("(0.000–0.000)"))
