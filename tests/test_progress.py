@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from typer.testing import CliRunner
 
+from tests.terminal import screen
 from tti_eval.cli import console as console_module
 from tti_eval.cli.main import app
 from tti_eval.common.progress import Display, LiveDisplay, PlainDisplay, Task, display_for, showing, task
@@ -35,30 +36,6 @@ class FakeTerminal(io.StringIO):
 
     def isatty(self) -> bool:
         return True
-
-
-def screen(raw: str) -> list[str]:
-    """What a terminal shows after `raw`: text, newlines, carriage returns, erase-line and cursor-up; colours and
-    cursor visibility change nothing on screen. Slow and obvious, as a reference should be."""
-    lines, row, column = [""], 0, 0
-    for token in re.split(r"(\x1b\[[0-9;?]*[A-Za-z]|\r|\n)", raw):
-        if token == "\n":
-            row, column = row + 1, 0
-            if row == len(lines):
-                lines.append("")
-        elif token == "\r":
-            column = 0
-        elif token.startswith("\x1b["):
-            count = int(re.sub(r"\D", "", token[2:-1]) or 1)
-            if token.endswith("A"):
-                row = max(0, row - count)
-            elif token.endswith("K"):
-                lines[row] = ""
-        elif token:
-            line = lines[row].ljust(column)
-            lines[row] = line[:column] + token + line[column + len(token) :]
-            column += len(token)
-    return [line.rstrip() for line in lines]
 
 
 def test_plain_display_prints_a_start_line_one_per_tenth_and_a_closing_speed():

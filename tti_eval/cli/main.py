@@ -645,7 +645,7 @@ def animate(
 
 
 def _pick_animation(split: Split) -> tuple[str, str, str]:
-    from .pickers import pick_one, pick_two, require_terminal
+    from .pickers import pick_animation_models, pick_one, require_terminal
 
     require_terminal("a dataset and two models", "give FROM_MODEL TO_MODEL DATASET as arguments")
     models_by_dataset: dict[str, list[str]] = {}
@@ -657,7 +657,7 @@ def _pick_animation(split: Split) -> tuple[str, str, str]:
             f"No dataset has {split.value} embeddings of two models yet; build a second model with `tti-eval build`."
         )
     dataset = pick_one(choices, "Pick a dataset")
-    first, second = pick_two(models_by_dataset[dataset], "Pick two models")
+    first, second = pick_animation_models(models_by_dataset[dataset])
     return first, second, dataset
 
 
