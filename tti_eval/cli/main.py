@@ -481,9 +481,11 @@ def evaluate(
         if save:
             from tti_eval.evaluation.records import write_json
 
-            console.print(f"Saved the scores to {write_csv(run.results, csv_path, run.skipped)}", highlight=False)
+            console.print(
+                f"Saved the scores to {write_csv(run.results, csv_path, run.skipped)}", highlight=False, soft_wrap=True
+            )
             json_path = write_json(run.results, csv_path.with_suffix(".json"), skipped=run.skipped)
-            console.print(f"Saved every figure and its provenance to {json_path}", highlight=False)
+            console.print(f"Saved every figure and its provenance to {json_path}", highlight=False, soft_wrap=True)
         if plot:
             _plot(run.results, csv_path)
     if missing or run.problems:
@@ -496,7 +498,7 @@ def _plot(results: "Sequence[EvaluationResult]", csv_path) -> None:
 
     for title in dict.fromkeys(r.evaluator for r in results):
         path = plot_scores(results, title, csv_path.with_name(f"{csv_path.stem}_{title}.png"))
-        console.print(f"Saved the {title} chart to {path}", highlight=False)
+        console.print(f"Saved the {title} chart to {path}", highlight=False, soft_wrap=True)
     written = []
     for r in (r for r in results if r.per_class is not None):
         names = [c.name for c in r.per_class.classes]
@@ -510,6 +512,7 @@ def _plot(results: "Sequence[EvaluationResult]", csv_path) -> None:
             f"Saved {len(written)} confusion matrices ({csv_path.stem}_<evaluator>_<model>_<dataset>_confusion.png) "
             f"to {csv_path.parent}",
             highlight=False,
+            soft_wrap=True,  # a path broken across lines cannot be copied
         )
 
 
@@ -641,7 +644,8 @@ def animate(
     with progress_display(), task(f"Reducing embeddings with {reduction} and drawing the animation", None):
         path = build_animation(pairs[0], pairs[1], split=split, reduction=reduction, interactive=interactive)
     if path is not None:
-        console.print(f"Saved the animation to {path}", highlight=False)
+        # soft_wrap: never break a path across lines (a notebook's or log's 80 columns would), so it can be copied
+        console.print(f"Saved the animation to {path}", highlight=False, soft_wrap=True)
 
 
 def _pick_animation(split: Split) -> tuple[str, str, str]:
