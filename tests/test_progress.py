@@ -87,9 +87,10 @@ def sources(tiny_models, digits_tree):
     return tiny_models, digits_tree
 
 
-def test_build_and_evaluate_print_a_few_plain_lines_without_a_terminal(sources, cache_path: Path):
+def test_build_and_evaluate_print_a_few_plain_lines_without_a_terminal(sources, cache_path: Path, output_path: Path):
     """A build through transformers and datasets (whose own bars must stay silent), read as a notebook cell or a CI
-    log reads it: a handful of lines per split, no carriage returns, no escape codes."""
+    log reads it: a handful of lines per split, no carriage returns, no escape codes, and paths never broken across
+    lines by the 80 columns rich assumes there."""
     env = {k: v for k, v in os.environ.items() if k not in TERMINAL_VARIABLES}
     code = "import sys; from tti_eval.cli.main import cli; sys.argv = ['tti-eval', *sys.argv[1:]]; cli()"
     pair = "tiny-hf-clip/digits-tree-hf"
@@ -104,7 +105,9 @@ def test_build_and_evaluate_print_a_few_plain_lines_without_a_terminal(sources, 
         lines = [line for line in built.splitlines() if f"({split})" in line]
         assert 4 <= len(lines) <= 15, built
         assert re.search(rf"\({split}\): done, {images} images in [\d.]+ s \([\d,.]+ img/s\)", built), built
-    evaluated = run("evaluate", "-md", pair, "-e", "wKNN", "-e", "zero_shot")
+    evaluated = run("evaluate", "-md", pair, "-e", "wKNN", "-e", "zero_shot", "--save")
+    (saved,) = re.findall(r"^Saved the scores to (.+)$", evaluated, flags=re.MULTILINE)
+    assert Path(saved).is_file() and len(f"Saved the scores to {saved}") > 80
     assert len([line for line in evaluated.splitlines() if line.startswith("Evaluating")]) <= 12, evaluated
     for output in (built, evaluated):
         assert "\r" not in output and not ANSI.search(output) and not TQDM.search(output), output
