@@ -51,6 +51,10 @@ class Task:
     def advance(self, amount: int = 1, note: str = "") -> None:
         self.update(self.completed + amount, note)
 
+    def count(self) -> str:
+        """Done out of the total, e.g. "128/1,257", or nothing while the total is unknown."""
+        return f"{self.completed:,}/{self.total:,}" if self.total is not None else ""
+
     def summary(self) -> str:
         """The closing line: how much was done in how long, and at what speed when the unit is images."""
         seconds = time.monotonic() - self.started
@@ -113,7 +117,7 @@ class PlainDisplay(Display):
         if _tenths(before, task.total) < _tenths(task.completed, task.total):
             note = f", {task.note}" if task.note else ""
             percent = 100 * task.completed // task.total
-            self.plain(f"{task.description}: {percent} % ({task.completed:,}/{task.total:,}{note})")
+            self.plain(f"{task.description}: {percent} % ({task.count()}{note})")
 
     def finish(self, task: Task, keep: bool = False) -> None:
         self.plain(task.summary())
@@ -129,7 +133,6 @@ class LiveDisplay(Display):
     def __init__(self, console: Console) -> None:
         from rich.progress import (
             BarColumn,
-            MofNCompleteColumn,
             Progress,
             SpinnerColumn,
             TextColumn,
@@ -142,7 +145,7 @@ class LiveDisplay(Display):
             SpinnerColumn(finished_text=" "),
             TextColumn("{task.description}"),
             BarColumn(),
-            MofNCompleteColumn(),
+            TextColumn("{task.fields[count]}"),  # done/total, or nothing for a task of unknown length
             TextColumn("{task.fields[speed]}", style="progress.data.speed"),
             TimeRemainingColumn(),
             TimeElapsedColumn(),
@@ -153,7 +156,9 @@ class LiveDisplay(Display):
 
     def task(self, description: str, total: int | None, unit: str = "images", completed: int = 0) -> Task:
         task = super().task(description, total, unit, completed)
-        self.ids[id(task)] = self.progress.add_task(description, total=total, completed=completed, speed="")
+        self.ids[id(task)] = self.progress.add_task(
+            description, total=total, completed=completed, speed="", count=task.count()
+        )
         return task
 
     def _moved(self, task: Task, before: int) -> None:
@@ -163,7 +168,7 @@ class LiveDisplay(Display):
             speed = f"{done / seconds:,.1f} img/s" if done and seconds > 0 else "… img/s"
         else:
             speed = task.note
-        self.progress.update(self.ids[id(task)], completed=task.completed, speed=speed)
+        self.progress.update(self.ids[id(task)], completed=task.completed, speed=speed, count=task.count())
 
     def finish(self, task: Task, keep: bool = False) -> None:
         self.drop(task)
