@@ -115,8 +115,17 @@ def worker(size_name: str, run: str, repeat: int) -> dict:
             shared, notes = approximate_neighbours(train.images, validation.images, 11, 100)
             record["notes"] = list(notes.values())
             return [cls(train, validation, neighbours=shared) for cls in (WeightedKNNClassifier, I2IRetrievalEvaluator)]
-        if run == "wKNN+I2IR":
-            shared = search_neighbours(train.images, validation.images, 11, 100)
+        if run == "wKNN+I2IR":  # each direction sized by the evaluator that reads it, as `evaluate` sizes them
+            shared = search_neighbours(
+                train.images,
+                validation.images,
+                WeightedKNNClassifier.spec.neighbour_request(
+                    WeightedKNNClassifier.spec.parse_params(), train, validation
+                )[0],
+                I2IRetrievalEvaluator.spec.neighbour_request(
+                    I2IRetrievalEvaluator.spec.parse_params(), train, validation
+                )[1],
+            )
             return [cls(train, validation, neighbours=shared) for cls in (WeightedKNNClassifier, I2IRetrievalEvaluator)]
         return [EVALUATORS[run](train, validation)]
 

@@ -5,6 +5,9 @@ import re
 import textwrap
 from pathlib import Path
 
+import pytest
+from packaging.markers import Marker
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -52,11 +55,6 @@ def test_one_version_per_package_for_the_target_with_every_extra() -> None:
             _package("windows-only", "1.0", 'sys_platform == "win32"'),
             _package("ray-extra-only", "1.0", 'extra == "ray"'),
             _package("dev-on-linux", "1.0", 'sys_platform == "darwin" or extra == "dev" and sys_platform == "linux"'),
-            # Overlapping markers (poetry's nvidia-cublas case): the version every dependent accepts wins.
-            _package("pinner", "1.0", dependencies='overlap = "==1.1.*"'),
-            _package("other-user", "1.0", dependencies='overlap = "*"'),
-            _package("overlap", "1.10.0", 'platform_system == "Linux"'),
-            _package("overlap", "1.1.3", 'platform_system == "Linux" and platform_machine == "x86_64"'),
             # Disjoint markers: only the one for CPython 3.11.
             _package("by-python", "2.4", 'python_version < "3.14"'),
             _package("by-python", "2.5", 'python_version >= "3.14"'),
@@ -69,15 +67,54 @@ def test_one_version_per_package_for_the_target_with_every_extra() -> None:
             --hash=sha256:by-python2.4
         dev-on-linux==1.0 \\
             --hash=sha256:dev-on-linux1.0
-        other-user==1.0 \\
-            --hash=sha256:other-user1.0
-        overlap==1.1.3 \\
-            --hash=sha256:overlap1.1.3
-        pinner==1.0 \\
-            --hash=sha256:pinner1.0
         plain==1.0 \\
             --hash=sha256:plain1.0
         ray-extra-only==1.0 \\
             --hash=sha256:ray-extra-only1.0
         """
     assert body == textwrap.dedent(expected)
+
+
+def _platforms_holding_both(first: str | None, second: str | None) -> set[str]:
+    """Reference for doubly_locked: the PLATFORMS (with any extra) on which both markers hold, evaluated one by one."""
+    found = set()
+    for env in _lock_module().PLATFORMS:
+        holds = [
+            marker is None or any(Marker(marker).evaluate({**env, "extra": extra}) for extra in ("", "dev"))
+            for marker in (first, second)
+        ]
+        if all(holds):
+            found.add(f"{env['platform_system']} {env['platform_machine']} CPython {env['python_version']}")
+    return found
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        # poetry 2.5's own lock for torch 2.14.1: the pinned cuBLAS, and the newest one for "the rest of Linux".
+        (
+            '(sys_platform == "win32" and platform_machine == "AMD64" or sys_platform == "linux" and '
+            '(platform_machine == "aarch64" or platform_machine == "x86_64")) and platform_system == "Linux"',
+            'platform_system == "Linux"',
+        ),
+        (None, 'sys_platform == "darwin"'),  # not on CI's platform, still a broken `poetry install` on a Mac
+        ('python_version >= "3.12"', 'extra == "dev"'),  # both only with an extra that --all-extras installs
+        ('python_version < "3.14"', 'python_version >= "3.14"'),  # disjoint: fine
+        ('sys_platform == "win32"', 'sys_platform == "linux"'),  # disjoint: fine
+    ],
+)
+def test_a_package_locked_twice_for_one_platform_is_refused(first: str | None, second: str | None) -> None:
+    lock = _package("twice", "1.0", first) + _package("twice", "2.0", second) + '[extras]\ndev = ["twice"]\n'
+    expected = _platforms_holding_both(first, second)
+    found = _lock_module().doubly_locked(lock)
+    if not expected:
+        assert found == []
+        return
+    assert len(found) == 1 and found[0].startswith("twice 1.0 and 2.0 (")
+    assert set(found[0].removeprefix("twice 1.0 and 2.0 (").removesuffix(")").split(", ")) == expected
+    with pytest.raises(SystemExit, match="poetry.lock holds twice 1.0 and 2.0 .*`poetry install` would install both"):
+        _lock_module().requirements_from_poetry_lock(lock)
+
+
+def test_poetry_lock_holds_one_version_of_each_package_per_platform() -> None:
+    assert _lock_module().doubly_locked((ROOT / "poetry.lock").read_text()) == []

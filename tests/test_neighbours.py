@@ -88,6 +88,50 @@ def test_well_spread_sets_match_the_float64_reference():
     )
 
 
+def test_counts_per_query_match_the_float64_reference_and_pad_with_minus_one():
+    rng = np.random.default_rng(8)
+    for train, val in (
+        (near_collapsed(rng, 500, 40), near_collapsed(rng, 150, 40)),
+        (lattice(rng, 300, 12), lattice(rng, 90, 12)),
+    ):
+        k_vt, k_tv = rng.integers(0, 30, len(val)), rng.integers(0, 60, len(train))
+        found = search_neighbours(train, val, k_vt, k_tv, tile=64)
+        for ids, queries, others, k in ((found.val_to_train, val, train, k_vt), (found.train_to_val, train, val, k_tv)):
+            assert ids.shape == (len(queries), k.max())
+            expected = reference(queries, others, k.max())
+            for row, count in enumerate(k):
+                assert ids[row, :count].tolist() == expected[row, :count].tolist()
+                assert (ids[row, count:] == -1).all()
+
+
+def test_i2ir_asks_each_query_for_its_class_size_in_validation_capped_at_k():
+    rng = np.random.default_rng(9)
+    train = Embeddings(images=rng.normal(size=(50, 8)).astype(np.float32), labels=rng.integers(0, 6, 50))
+    val = Embeddings(images=rng.normal(size=(30, 8)).astype(np.float32), labels=rng.integers(0, 5, 30))
+    spec = I2IRetrievalEvaluator.spec
+    for k in (3, 100):
+        _, counts = spec.neighbour_request(spec.parse_params({"k": k}), train, val)
+        assert counts.tolist() == [min(k, int((val.labels == label).sum())) for label in train.labels]
+    assert WeightedKNNClassifier.spec.neighbour_request(WeightedKNNClassifier.spec.parse_params(), train, val) == (
+        11,
+        0,
+    )
+
+
+def test_shared_neighbours_missing_a_querys_count_are_refused():
+    rng = np.random.default_rng(10)
+    train = Embeddings(images=rng.normal(size=(40, 8)).astype(np.float32), labels=np.repeat(np.arange(4), 10))
+    val = Embeddings(images=rng.normal(size=(20, 8)).astype(np.float32), labels=np.repeat(np.arange(4), 5))
+    enough = search_neighbours(train.images, val.images, 0, 5)
+    assert (
+        I2IRetrievalEvaluator(train, val, neighbours=enough).evaluate() == I2IRetrievalEvaluator(train, val).evaluate()
+    )
+    short = np.full(len(train.images), 5)
+    short[7] = 4  # one train image asked for one neighbour too few
+    with pytest.raises(ValueError, match="shared neighbours"):
+        I2IRetrievalEvaluator(train, val, neighbours=search_neighbours(train.images, val.images, 0, short))
+
+
 class _FakeGpu:
     """Stands in for GPU faiss: a float32 backend whose every distance is off by up to `slack` times the error bound
     the proof allows, in random directions, and that counts the tiles it computed."""

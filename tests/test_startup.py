@@ -1,20 +1,153 @@
 """Commands that need no model answer without importing the heavy libraries (times are in benchmarks/startup.py)."""
 
+import importlib
+import json
+import shutil
 import subprocess
 import sys
+import zipfile
 
+import numpy as np
 import pytest
+from typer.testing import CliRunner
+
+from tti_eval.cli.main import app
+from tti_eval.common import EmbeddingDefinition, Split
+from tti_eval.common.cache import array_shapes, embedding_path, load_embeddings, load_metadata, save_embeddings
+from tti_eval.common.errors import CacheError
+from tti_eval.provenance import kept_as_cached, pairs_kept_as_cached
 
 HEAVY = ("torch", "transformers", "open_clip", "datasets", "faiss", "sklearn")
+# The top-level help needs neither numpy nor pydantic; typer itself imports pydantic once a command parses its options
+# (its help included: a bare typer program's does too), so only numpy stays out of those.
+LIGHT_HELP = (*HEAVY, "numpy", "pydantic")
+LIGHT_COMMAND = (*HEAVY, "numpy")
+PAIR = EmbeddingDefinition(model="tiny-openclip", dataset="digits-tree")
 
 
-@pytest.mark.parametrize("args", [["--help"], ["-h"], ["list"], ["list", "--all"], ["build", "-h"], ["--version"]])
-def test_no_heavy_import(args, cache_path):
+def imported_by(args: list[str], absent: tuple[str, ...]) -> tuple[list[str], str]:
+    """The modules of `absent` that running `tti-eval ARGS` in a fresh interpreter imported, and its output."""
     code = (
         "import sys\nfrom typer.testing import CliRunner\nfrom tti_eval.cli.main import app\n"
         f"result = CliRunner().invoke(app, {args!r})\nassert result.exit_code == 0, result.output\n"
-        f"print(sorted(set({HEAVY!r}) & set(sys.modules)))"
+        f"print(result.output)\nprint(sorted(set({absent!r}) & set(sys.modules)))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    *output, modules = done.stdout.strip().splitlines()
+    return eval(modules), "\n".join(output)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["-h"], ["--version"]])
+def test_help_imports_neither_numpy_nor_pydantic(args, cache_path):
+    assert imported_by(args, LIGHT_HELP)[0] == []
+
+
+@pytest.mark.parametrize("args", [["build", "-h"], ["evaluate", "-h"], ["list"], ["list", "--all"]])
+def test_commands_help_and_list_of_an_empty_cache_import_no_numpy(args, cache_path):
+    assert imported_by(args, LIGHT_COMMAND)[0] == []
+
+
+@pytest.fixture(scope="module")
+def cached(tiny_models, digits_tree, tmp_path_factory):
+    """tiny-openclip's train and validation embeddings of the digits tree, in a cache of this module's own."""
+    cache = tmp_path_factory.mktemp("startup-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TTI_EVAL_CACHE_PATH", str(cache))
+        result = CliRunner().invoke(app, ["build", "-md", str(PAIR), "--num-workers", "0"])
+        assert result.exit_code == 0, result.output
+    return cache
+
+
+@pytest.fixture
+def cache(cached, monkeypatch):
+    monkeypatch.setenv("TTI_EVAL_CACHE_PATH", str(cached))
+    return cached
+
+
+def test_list_of_a_cache_checks_provenance_without_numpy(cache):
+    modules, output = imported_by(["list"], LIGHT_COMMAND)
+    assert modules == []
+    assert "tiny-openclip" in output and "up to date" in output
+
+
+def test_building_a_cached_pair_loads_nothing(cache):
+    modules, output = imported_by(["build", "-md", str(PAIR)], LIGHT_COMMAND)
+    assert modules == []
+    assert f"{PAIR} (train) already cached" in output and f"{PAIR} (validation) already cached" in output
+
+
+def test_a_split_is_kept_without_loading_only_when_no_check_needs_its_dataset(cache, tmp_path, monkeypatch):
+    assert pairs_kept_as_cached([PAIR], [Split.TRAIN, Split.VALIDATION]) == [PAIR]
+    assert not kept_as_cached(PAIR, Split.VALIDATION, draft_decode=True)  # decoded otherwise: stale
+    assert not kept_as_cached(PAIR, Split.TEST)  # not built
+
+    copy = tmp_path / "cache"
+    shutil.copytree(cache, copy)
+    monkeypatch.setenv("TTI_EVAL_CACHE_PATH", str(copy))
+    # A source only its type can check (a hub dataset's fingerprint, Encord's label versions) needs the dataset.
+    metadata = load_metadata(PAIR, Split.TRAIN)
+    metadata["fingerprint"]["images"] = {"fingerprints": ["abc"]}
+    save_embeddings(PAIR, load_embeddings(PAIR, Split.TRAIN), Split.TRAIN, metadata)
+    assert not kept_as_cached(PAIR, Split.TRAIN) and kept_as_cached(PAIR, Split.VALIDATION)
+    assert pairs_kept_as_cached([PAIR], [Split.TRAIN, Split.VALIDATION]) == []
+    path = embedding_path(PAIR, Split.VALIDATION)
+    path.write_bytes(path.read_bytes()[:500])  # truncated: rebuilt
+    assert not kept_as_cached(PAIR, Split.VALIDATION)
+
+
+def _zip_of_npy(path, arrays: dict[str, np.ndarray], version: tuple[int, int] | None) -> None:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w") as member:
+                np.lib.format.write_array(member, array, version=version, allow_pickle=False)
+
+
+@pytest.mark.parametrize("version", [(1, 0), (2, 0), (3, 0)])
+@pytest.mark.parametrize("byte_order", ["<", ">"])
+def test_headers_and_metadata_are_read_as_numpy_reads_them(cache_path, version, byte_order):
+    pair = EmbeddingDefinition(model="m", dataset="d")
+    path = embedding_path(pair, Split.TRAIN)
+    path.parent.mkdir(parents=True)
+    text = json.dumps({"class_names": ["ünïcode", "🙂"], "n": 3})
+    arrays = {
+        "image_embeddings": np.ones((3, 5), dtype=f"{byte_order}f4"),
+        "labels": np.arange(3),
+        "metadata": np.array(text).astype(f"{byte_order}U{len(text) + 4}"),  # NUL-padded, as wider dtypes are
+    }
+    _zip_of_npy(path, arrays, version)
+    with np.load(path, allow_pickle=False) as reference:
+        assert array_shapes(pair, Split.TRAIN) == {name: reference[name].shape for name in reference.files}
+        assert load_metadata(pair, Split.TRAIN) == json.loads(str(reference["metadata"]))
+
+
+def test_metadata_that_is_not_one_string_gets_one_sentence(cache_path):
+    pair = EmbeddingDefinition(model="m", dataset="d")
+    path = embedding_path(pair, Split.TRAIN)
+    path.parent.mkdir(parents=True)
+    _zip_of_npy(path, {"image_embeddings": np.ones((1, 2)), "labels": np.zeros(1), "metadata": np.zeros(2)}, None)
+    with pytest.raises(CacheError, match="has unreadable metadata"):
+        load_metadata(pair, Split.TRAIN)
+
+
+def test_help_text_matches_the_declarations():
+    from tti_eval.cli.help_text import DEFAULT_REDUCTION, EVALUATOR_DESCRIPTIONS, LINEAR_PROBE_DEFAULTS, REDUCTIONS
+    from tti_eval.evaluation import EVALUATORS, LinearProbeClassifier
+    from tti_eval.plotting import reduction
+
+    # Compared as sets: a test that replaces a built-in re-registers it last.
+    builtin = {t: e.spec.description for t, e in EVALUATORS.items() if e.__module__.startswith("tti_eval.")}
+    assert builtin == EVALUATOR_DESCRIPTIONS
+    defaults = LinearProbeClassifier.get_default_params()
+    assert {name: defaults[name] for name in LINEAR_PROBE_DEFAULTS} == LINEAR_PROBE_DEFAULTS
+    assert {t for t, r in reduction.REDUCERS.items() if r.__module__ == reduction.__name__} == set(REDUCTIONS)
+    assert DEFAULT_REDUCTION == reduction.DEFAULT_REDUCTION
+
+
+@pytest.mark.parametrize("package", ["tti_eval", "tti_eval.common", "tti_eval.dataset", "tti_eval.model"])
+def test_lazy_packages_give_every_public_name_and_refuse_others(package):
+    module = importlib.import_module(package)
+    for name in getattr(module, "__all__", ["__version__"]):
+        assert getattr(module, name) is not None
+    with pytest.raises(AttributeError, match="no_such_name"):
+        module.no_such_name  # noqa: B018

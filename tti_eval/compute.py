@@ -27,6 +27,7 @@ from tti_eval.common.atomic import remove_stale_temp_files
 from tti_eval.common.cache import array_shapes, embedding_path, load_embeddings, save_embeddings_streamed
 from tti_eval.common.errors import CacheError
 from tti_eval.common.malloc import freed_memory_kept
+from tti_eval.common.split import DEFAULT_SPLITS
 from tti_eval.common.vectors import row_chunks
 from tti_eval.dataset import DatasetProvider
 from tti_eval.dataset.base import Dataset
@@ -34,10 +35,9 @@ from tti_eval.dataset.images import BadImageError, to_rgb
 from tti_eval.dataset.splits import describe_carving
 from tti_eval.model import ModelProvider
 from tti_eval.model.base import Model
-from tti_eval.provenance import build_fingerprint, package_versions, split_state
+from tti_eval.provenance import Memo, build_fingerprint, kept_as_cached, package_versions, split_state
 from tti_eval.shards import DEFAULT_SHARD_SIZE, ShardStore, shard_key
 
-DEFAULT_SPLITS = (Split.TRAIN, Split.VALIDATION)
 DEFAULT_BATCH_SIZE = 32
 # Draft decoding keeps at least twice the model's input side, so that the model's own antialiased resize still does
 # the final reduction (benchmarks/build_throughput.py measures the speed and the embedding change).
@@ -469,11 +469,15 @@ def build_embeddings(
     note = on_note or (lambda split, text: None)
     results: dict[Split, Embeddings | None] = {}
     todo: dict[Split, Dataset | None] = {}
+    memo: Memo = {}  # the splits share definitions and folders: each is read or stat'ed once
     for split in map(Split, splits):
         path = embedding_path(definition, split)
         remove_stale_temp_files(path.parent)
         if not path.is_file() or overwrite:
             todo[split] = None
+            continue
+        if kept_as_cached(definition, split, draft_decode, memo):
+            results[split] = None
             continue
         try:
             array_shapes(definition, split)

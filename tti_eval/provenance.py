@@ -268,6 +268,40 @@ def split_state(
     return SplitState(definition, split, "stale" if reasons else "fresh", stored, tuple(reasons))
 
 
+def kept_as_cached(
+    definition: EmbeddingDefinition, split: Split, draft_decode: bool = False, memo: Memo | None = None
+) -> bool:
+    """Whether `build` can keep a cached split without opening its dataset or loading its model (so without importing
+    torch): the file is complete, its fingerprint is fresh by the readers' check, it was decoded as `draft_decode`
+    asks, and nothing in it needs the dataset's type to re-check (no hub fingerprint, no Encord label versions: for
+    local sources the recorded file stats already say whether the images changed).
+
+    False leaves the decision to the full check, which opens the dataset: a missing, damaged or stale file, unknown
+    provenance, or a source only its type can check."""
+    from tti_eval.common.cache import array_shapes, embedding_path
+    from tti_eval.common.errors import CacheError
+
+    if not embedding_path(definition, split).is_file():
+        return False
+    try:
+        array_shapes(definition, split)  # a 0-byte or truncated file is not "already cached"
+        state = split_state(definition, split, memo=memo)
+    except CacheError:
+        return False
+    if state.status != "fresh":
+        return False
+    return not state.fingerprint.get("images") and state.fingerprint.get("draft_decode", False) == draft_decode
+
+
+def pairs_kept_as_cached(
+    pairs: Iterable[EmbeddingDefinition], splits: Iterable[Split], draft_decode: bool = False
+) -> list[EmbeddingDefinition]:
+    """The pairs whose every split in `splits` `build` keeps as cached without loading anything (`kept_as_cached`)."""
+    memo: Memo = {}
+    splits = [Split(split) for split in splits]
+    return [pair for pair in pairs if all(kept_as_cached(pair, split, draft_decode, memo) for split in splits)]
+
+
 def stale_warnings(pairs: Iterable[EmbeddingDefinition], splits: Iterable[Split]) -> list[str]:
     """One sentence per pair whose cached splits among `splits` are stale, naming the command that rebuilds them.
 

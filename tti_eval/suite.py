@@ -6,8 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tti_eval.common.base import Split
 from tti_eval.common.errors import TTIEvalError
+from tti_eval.common.split import Split
 
 
 class Suite(BaseModel):

@@ -8,8 +8,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tti_eval.common import get_settings
-
 from .console import console, user_errors, warn
 from .main import (
     AllOption,
@@ -79,6 +77,8 @@ def compare(
 
 
 def comparisons_folder():
+    from tti_eval.common import get_settings
+
     return get_settings().output_path / "comparisons"
 
 

@@ -1,7 +1,8 @@
 """`tti-eval`: build, evaluate, animate, list.
 
-A thin layer over the Python API. Heavy libraries (torch, transformers, faiss, umap, InquirerPy) are imported inside
-the commands that need them, so `--help` and `list` answer at once.
+A thin layer over the Python API. Everything beyond typer and rich (numpy, pydantic, torch, transformers, faiss, umap,
+InquirerPy) is imported inside the commands that need it, so `--help` and `list` answer at once; the help texts that
+describe built-in evaluators and reductions come from `help_text.py` for the same reason.
 """
 
 from collections.abc import Callable, Sequence
@@ -10,13 +11,8 @@ from typing import TYPE_CHECKING, Annotated, NamedTuple
 
 import typer
 
-from tti_eval.common import EmbeddingDefinition, Split, get_settings
-from tti_eval.common.cache import embeddings_exist, list_cached, read_shape
 from tti_eval.common.errors import TTIEvalError
-from tti_eval.dataset import DatasetProvider
-from tti_eval.evaluation import EVALUATORS, LinearProbeClassifier
-from tti_eval.model import ModelProvider
-from tti_eval.plotting.reduction import DEFAULT_REDUCTION, REDUCERS
+from tti_eval.common.split import DEFAULT_SPLITS, Split
 
 from . import console as console_module
 from .console import (
@@ -28,6 +24,7 @@ from .console import (
     user_errors,
     warn,
 )
+from .help_text import DEFAULT_REDUCTION, EVALUATOR_DESCRIPTIONS, LINEAR_PROBE_DEFAULTS, REDUCTIONS
 from .selection import (
     DatasetOption,
     ModelDatasetOption,
@@ -38,8 +35,10 @@ from .selection import (
 )
 
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.table import Table
 
+    from tti_eval.common import EmbeddingDefinition
     from tti_eval.common.progress import Display, Task
     from tti_eval.comparison.results import PerClassResult
     from tti_eval.compute import BuildProgress, PairBuild
@@ -83,22 +82,34 @@ def main(
 
 
 def _report_definition_problems() -> None:
+    from tti_eval.dataset import DatasetProvider
+    from tti_eval.model import ModelProvider
+
     # dict.fromkeys: a TTI_EVAL_SOURCES_PATH problem is found by both registries but said once
     for problem in dict.fromkeys([*ModelProvider.registry.problems, *DatasetProvider.registry.problems]):
         warn(problem)
 
 
-def all_pairs() -> list[EmbeddingDefinition]:
+def all_pairs() -> "list[EmbeddingDefinition]":
+    from tti_eval.common import EmbeddingDefinition
+    from tti_eval.dataset import DatasetProvider
+    from tti_eval.model import ModelProvider
+
     models, datasets = ModelProvider.list_model_titles(), DatasetProvider.list_dataset_titles()
     return [EmbeddingDefinition(model=m, dataset=d) for m in models for d in datasets]
 
 
-def _pick_pairs_to_build(include_existing: bool, by_dataset: bool, splits: list[Split]) -> list[EmbeddingDefinition]:
+def _pick_pairs_to_build(include_existing: bool, by_dataset: bool, splits: list[Split]) -> "list[EmbeddingDefinition]":
+    from tti_eval.common import EmbeddingDefinition
+    from tti_eval.common.cache import embeddings_exist
+    from tti_eval.dataset import DatasetProvider
+    from tti_eval.model import ModelProvider
+
     from .pickers import pick_one, pick_pairs, pick_some, require_terminal
 
     require_terminal("pairs")
 
-    def is_new(pair: EmbeddingDefinition) -> bool:
+    def is_new(pair: "EmbeddingDefinition") -> bool:
         return include_existing or not all(embeddings_exist(pair, s) for s in splits)
 
     if by_dataset:
@@ -175,9 +186,6 @@ def build(
     ] = None,
 ) -> None:
     """Compute and cache image and class embeddings for model/dataset pairs."""
-    from tti_eval.compute import DEFAULT_SPLITS, build_pairs
-    from tti_eval.model.base import resolve_device
-
     ray_options = {"address": address, "workers": workers, "gpus_per_worker": gpus_per_worker}
     if engine is BuildEngine.LOCAL and any(value is not None for value in ray_options.values()):
         raise TTIEvalError("--address, --workers and --gpus-per-worker apply to --engine ray only.")
@@ -189,6 +197,8 @@ def build(
     if Split.ALL in splits:  # nothing reads a combined split: each split is built and evaluated on its own
         raise TTIEvalError("Build splits one by one: --split train --split validation (add --split test if needed).")
     if device is not None:
+        from tti_eval.model.base import resolve_device
+
         resolve_device(device)  # a device this machine lacks is one sentence before any pair is picked or loaded
     _report_definition_problems()
     pairs = selection.pairs(suite_)
@@ -197,6 +207,17 @@ def build(
     if not pairs:
         console.print("Nothing to build.")
         return
+    if not overwrite:  # pairs that need no dataset or model are answered without importing torch
+        from tti_eval.provenance import pairs_kept_as_cached
+
+        kept = pairs_kept_as_cached(pairs, splits, draft_decode)
+        for pair in kept:
+            _print_splits(console_module.err_console, pair, dict.fromkeys(splits, False))  # where built ones go
+        pairs = [pair for pair in pairs if pair not in kept]
+        if not pairs:
+            return
+    from tti_eval.compute import build_pairs
+
     skipped: list[tuple[str, str]] = []
     with progress_display() as display:
         if engine is BuildEngine.RAY:
@@ -252,16 +273,22 @@ def _build_drawing(display: "Display") -> tuple[Callable[["BuildProgress"], None
                 display.drop(tasks.pop(key))
             display.print(f"[bold red]✗[/] {outcome}", highlight=False)
             return
-        for split, built in outcome.built.items():
-            status = "[green]built[/]" if built else "[dim]already cached[/]"
-            display.print(f"[green]✓[/] {outcome.pair} ({split.value}) {status}", highlight=False)
+        _print_splits(display, outcome.pair, outcome.built)
 
     return draw, print_pair
 
 
-def cached_pairs(*splits: Split) -> list[EmbeddingDefinition]:
+def _print_splits(out: "Console | Display", pair: "EmbeddingDefinition", built: dict[Split, bool]) -> None:
+    for split, now in built.items():
+        status = "[green]built[/]" if now else "[dim]already cached[/]"
+        out.print(f"[green]✓[/] {pair} ({split.value}) {status}", highlight=False)
+
+
+def cached_pairs(*splits: Split) -> "list[EmbeddingDefinition]":
     """Pairs whose train and validation embeddings are cached (or, given splits, those splits)."""
-    wanted = set(splits) or {Split.TRAIN, Split.VALIDATION}
+    from tti_eval.common.cache import list_cached
+
+    wanted = set(splits or DEFAULT_SPLITS)
     return [pair for pair, splits in list_cached().items() if wanted <= set(splits)]
 
 
@@ -278,7 +305,7 @@ EvaluatorOption = Annotated[
     typer.Option(
         "--evaluator",
         "-e",
-        help="; ".join(f"{title}: {e.spec.description}" for title, e in EVALUATORS.items())
+        help="; ".join(f"{title}: {description}" for title, description in EVALUATOR_DESCRIPTIONS.items())
         + ". Repeat for more. Default: all.",
     ),
 ]
@@ -320,7 +347,7 @@ def scored_splits(split: ScoredSplit) -> tuple[Split, ...]:
 def select_evaluators(titles: list[str] | None) -> list:
     # Titles are looked up (in any letter case) when the command runs, so an evaluator a plugin registers after this
     # module loaded is still found, and an unknown one gets the registry's suggestion.
-    from tti_eval.evaluation import get_evaluator
+    from tti_eval.evaluation import EVALUATORS, get_evaluator
 
     return list(dict.fromkeys([get_evaluator(title) for title in titles or []] or list(EVALUATORS.values())))
 
@@ -330,7 +357,7 @@ class Work(NamedTuple):
 
     evaluators: list
     search: str
-    pairs: list[EmbeddingDefinition]
+    pairs: "list[EmbeddingDefinition]"
     missing: bool  # some named pair lacked a split (its sentence is printed)
     params: dict[str, dict]  # evaluator parameters by title (a suite's, with --cross-validate merged in)
 
@@ -346,6 +373,7 @@ def select_work(
 ) -> Work:
     """The evaluators (-e, else the suite's, else all), the search mode, `select_pairs`' pairs with all splits that
     scoring `split` reads, and the evaluator parameters."""
+    from tti_eval.evaluation import LinearProbeClassifier
     from tti_eval.evaluation._approximate import parse_search
 
     suite = selection.suite()
@@ -362,11 +390,11 @@ def select_work(
 
 def select_pairs(
     selection: Selection, suite: "Suite | None", all_: bool, splits: Sequence[Split], verb: str
-) -> tuple[list[EmbeddingDefinition], bool]:
+) -> "tuple[list[EmbeddingDefinition], bool]":
     """The pairs a scoring command works on (--all, named pairs or a picker) that have all of `splits` cached, and
     whether some named pair lacked one (each such pair gets a sentence naming the command that builds it). Stale
     splits are warned about. Exits when nothing is left."""
-    from tti_eval.common.cache import build_command
+    from tti_eval.common.cache import build_command, embeddings_exist
 
     named = selection.pairs(suite, splits)
     if all_ and named is not None:
@@ -400,7 +428,7 @@ def select_pairs(
 
 def run_with_progress(
     evaluators: list,
-    pairs: list[EmbeddingDefinition],
+    pairs: "list[EmbeddingDefinition]",
     split: ScoredSplit,
     search: str,
     params: dict | None = None,
@@ -446,7 +474,7 @@ def evaluate(
     ] = False,
     cross_validate: Annotated[
         bool,
-        typer.Option("--cross-validate", help=_cross_validate_help(LinearProbeClassifier.get_default_params())),
+        typer.Option("--cross-validate", help=_cross_validate_help(LINEAR_PROBE_DEFAULTS)),
     ] = False,
     split: SplitOption = ScoredSplit.VALIDATION,
     per_class: Annotated[
@@ -544,7 +572,7 @@ def per_class_tables(results: "Sequence[EvaluationResult]") -> "list[Table]":
     return tables
 
 
-def _warn_stale(pairs: Sequence[EmbeddingDefinition], splits: Sequence[Split]) -> None:
+def _warn_stale(pairs: "Sequence[EmbeddingDefinition]", splits: Sequence[Split]) -> None:
     from tti_eval.provenance import stale_warnings
 
     for message in stale_warnings(pairs, splits):
@@ -615,13 +643,17 @@ def animate(
         bool, typer.Option("--interactive", help="Show a window with a slider instead of writing a GIF.")
     ] = False,
     reduction: Annotated[
-        str, typer.Option(help=f"How to reduce embeddings to 2-D: {', '.join(REDUCERS)} (any letter case).")
+        str, typer.Option(help=f"How to reduce embeddings to 2-D: {', '.join(REDUCTIONS)} (any letter case).")
     ] = DEFAULT_REDUCTION,
     split: Annotated[
         Split, typer.Option(case_sensitive=False, help="Which split's images to show.")
     ] = Split.VALIDATION,
 ) -> None:
     """Morph one model's 2-D embedding map of a dataset into another's and save it as a GIF."""
+    from tti_eval.common import EmbeddingDefinition
+    from tti_eval.common.cache import build_command, embeddings_exist
+    from tti_eval.plotting.reduction import REDUCERS
+
     reduction = REDUCERS.canonical_title(reduction)  # an unknown reduction fails before any work
     given = [a for a in (from_model, to_model, dataset) if a]
     if 0 < len(given) < 3:
@@ -629,7 +661,6 @@ def animate(
     if not given:
         from_model, to_model, dataset = _pick_animation(split)
     parse_pairs([f"{from_model}/{dataset}", f"{to_model}/{dataset}"], (split,))  # known or cached, or a suggestion
-    from tti_eval.common.cache import build_command
     from tti_eval.plotting.animation import build_animation
 
     pairs = [EmbeddingDefinition(model=m, dataset=dataset) for m in (from_model, to_model)]
@@ -673,9 +704,13 @@ def list_(
     """Show cached model/dataset pairs, or with --all every known model and dataset."""
     from rich.table import Table
 
-    from tti_eval.provenance import split_state
+    from tti_eval.common import get_settings
+    from tti_eval.common.cache import list_cached, read_shape
 
     if all_:
+        from tti_eval.dataset import DatasetProvider
+        from tti_eval.model import ModelProvider
+
         _report_definition_problems()
         for kind, registry in (("Models", ModelProvider.registry), ("Datasets", DatasetProvider.registry)):
             table = Table(title=kind, title_justify="left")
@@ -692,6 +727,8 @@ def list_(
             f"No embeddings cached in {get_settings().embeddings_path} yet; build some with `tti-eval build`."
         )
         return
+    from tti_eval.provenance import split_state
+
     table = Table(title=f"Cached embeddings in {get_settings().embeddings_path}", title_justify="left")
     for column in ("Dataset", "Model", "Splits", "N", "D", "State"):
         table.add_column(column, justify="right" if column in ("N", "D") else "left")

@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tti_eval.common import get_settings
 from tti_eval.common.errors import TTIEvalError
 
 from .console import console, user_errors, warn
@@ -18,6 +17,8 @@ if TYPE_CHECKING:
 
 def latest_saved() -> Path:
     """The newest compare_*.json or eval_*.json in the output folder."""
+    from tti_eval.common import get_settings
+
     output = get_settings().output_path
     found = [*(output / "comparisons").glob("compare_*.json"), *(output / "evaluations").glob("eval_*.json")]
     if not found:
@@ -50,6 +51,8 @@ def load_run(path: Path, on_problem=None) -> "ComparisonRun":
 
 def animations_for(run: "ComparisonRun") -> list[Path]:
     """The newest GIF of each (dataset, model, model) that `tti-eval animate` wrote for models of these groups."""
+    from tti_eval.common import get_settings
+
     folder = get_settings().output_path / "animations"
     newest: dict[str, Path] = {}
     for group in run.groups:
@@ -72,6 +75,7 @@ def report(
     ] = None,
 ) -> None:
     """Write one self-contained HTML report (tables, charts, confusion matrices, animations) from saved results."""
+    from tti_eval.common import get_settings
     from tti_eval.report import write_report
 
     source = from_ or latest_saved()

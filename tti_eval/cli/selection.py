@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tti_eval.common import EmbeddingDefinition, Split
 from tti_eval.common.errors import TTIEvalError
+from tti_eval.common.split import Split
 
 if TYPE_CHECKING:
+    from tti_eval.common import EmbeddingDefinition
     from tti_eval.suite import Suite
 
 ModelDatasetOption = Annotated[
@@ -56,7 +57,7 @@ class Selection:
 
         return Suite.read(self.suite_path) if self.suite_path else None
 
-    def pairs(self, suite: "Suite | None", cached_splits: Sequence[Split] = ()) -> list[EmbeddingDefinition] | None:
+    def pairs(self, suite: "Suite | None", cached_splits: Sequence[Split] = ()) -> "list[EmbeddingDefinition] | None":
         return named_pairs(self.model_dataset, self.models, self.datasets, suite=suite, cached_splits=cached_splits)
 
 
@@ -76,7 +77,7 @@ def match_titles(patterns: Sequence[str], known: Iterable[str], kind: str) -> li
     return matched
 
 
-def _cached_pairs(cached_splits: Sequence[Split]) -> list[EmbeddingDefinition]:
+def _cached_pairs(cached_splits: Sequence[Split]) -> "list[EmbeddingDefinition]":
     from tti_eval.common.cache import list_cached
 
     return (
@@ -84,11 +85,12 @@ def _cached_pairs(cached_splits: Sequence[Split]) -> list[EmbeddingDefinition]:
     )
 
 
-def parse_pairs(texts: Sequence[str], cached_splits: Sequence[Split] = ()) -> list[EmbeddingDefinition]:
+def parse_pairs(texts: Sequence[str], cached_splits: Sequence[Split] = ()) -> "list[EmbeddingDefinition]":
     """`MODEL/DATASET` strings → pairs whose model and dataset are known (unknown titles suggest close ones).
 
     Commands that only read the cache pass the splits they read: a pair with those splits cached needs no
     definition (a cache written by the original tool, or one whose definition has since been removed)."""
+    from tti_eval.common import EmbeddingDefinition
     from tti_eval.common.cache import embeddings_exist
     from tti_eval.dataset import DatasetProvider
     from tti_eval.model import ModelProvider
@@ -112,7 +114,7 @@ def named_pairs(
     *,
     suite: "Suite | None" = None,
     cached_splits: Sequence[Split] = (),
-) -> list[EmbeddingDefinition] | None:
+) -> "list[EmbeddingDefinition] | None":
     """The pairs named on the command line: `-md` pairs, then every `-m` model times every `-d` dataset, then a
     suite's models times its datasets; None when nothing is named (the command offers a picker).
 
@@ -124,6 +126,7 @@ def named_pairs(
         )
     if not (model_dataset or models or suite):
         return None
+    from tti_eval.common import EmbeddingDefinition
     from tti_eval.dataset import DatasetProvider
     from tti_eval.model import ModelProvider
 

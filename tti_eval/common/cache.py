@@ -4,20 +4,30 @@ The array keys (`image_embeddings`, `class_embeddings`, `labels`) are the origin
 unchanged. Metadata rides along in the same file as a JSON string (`metadata`), which keeps one file per split and
 lets every load use `allow_pickle=False`. Writes are atomic (`atomic.py`), so a killed build never leaves a file that
 looks finished. This is the only module that reads or writes embedding files.
+
+Listing the cache, its shapes and its metadata (`list`, and `build` of a cached pair) reads the zip directory and the
+NPY headers directly, so it needs no numpy: its import would be a large part of those commands' start-up.
 """
 
+import ast
 import json
+import re
+import struct
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import IO, TYPE_CHECKING, Any
 
 from .atomic import atomic_write
-from .base import EmbeddingDefinition, Embeddings, Split
 from .errors import CacheError
+from .pairs import EmbeddingDefinition
 from .settings import get_settings
+from .split import Split
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .base import Embeddings
 
 _SPLIT_SUFFIXES = tuple(f"_{split.value}" for split in Split)
 
@@ -36,7 +46,7 @@ def embeddings_exist(definition: EmbeddingDefinition, split: Split) -> bool:
 
 
 def save_embeddings(
-    definition: EmbeddingDefinition, embeddings: Embeddings, split: Split, metadata: dict[str, Any] | None = None
+    definition: EmbeddingDefinition, embeddings: "Embeddings", split: Split, metadata: dict[str, Any] | None = None
 ) -> Path:
     return save_embeddings_streamed(
         definition, split, [embeddings.images], embeddings.images.shape, embeddings.labels, embeddings.classes, metadata
@@ -46,14 +56,16 @@ def save_embeddings(
 def save_embeddings_streamed(
     definition: EmbeddingDefinition,
     split: Split,
-    image_chunks: Iterable[np.ndarray],
+    image_chunks: Iterable["np.ndarray"],
     images_shape: tuple[int, int],
-    labels: np.ndarray,
-    classes: np.ndarray | None = None,
+    labels: "np.ndarray",
+    classes: "np.ndarray | None" = None,
     metadata: dict[str, Any] | None = None,
 ) -> Path:
     """Write a split's file with the image embeddings arriving in row chunks, so that a split assembled from shards
     never holds all its image embeddings at once. The file is exactly what `np.savez` writes (stored zip members)."""
+    import numpy as np
+
     path = embedding_path(definition, split)
     small: dict[str, np.ndarray] = {"labels": np.asarray(labels)}
     if classes is not None:
@@ -81,25 +93,38 @@ def save_embeddings_streamed(
     return path
 
 
-def _open(definition: EmbeddingDefinition, split: Split):
+def _existing_path(definition: EmbeddingDefinition, split: Split) -> Path:
     path = embedding_path(definition, split)
     if not path.is_file():
         raise CacheError(
             f"No {Split(split).value} embeddings for {definition} (expected {path}); "
             f"run `{build_command(definition)}` first."
         )
+    return path
+
+
+def _unreadable(path: Path, definition: EmbeddingDefinition, error: BaseException) -> CacheError:
+    return CacheError(
+        f"{path} cannot be read ({type(error).__name__}); rebuild it with `{build_command(definition, True)}`."
+    )
+
+
+def _open(definition: EmbeddingDefinition, split: Split):
+    import numpy as np
+
+    path = _existing_path(definition, split)
     try:
         archive = np.load(path, allow_pickle=False)
         if not isinstance(archive, np.lib.npyio.NpzFile):
             raise ValueError("not an npz archive")
         return path, archive
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise CacheError(
-            f"{path} cannot be read ({type(e).__name__}); rebuild it with `{build_command(definition, True)}`."
-        ) from None
+        raise _unreadable(path, definition, e) from None
 
 
-def load_embeddings(definition: EmbeddingDefinition, split: Split) -> Embeddings:
+def load_embeddings(definition: EmbeddingDefinition, split: Split) -> "Embeddings":
+    from .base import Embeddings
+
     path, archive = _open(definition, split)
     try:
         with archive:
@@ -112,13 +137,54 @@ def load_embeddings(definition: EmbeddingDefinition, split: Split) -> Embeddings
         ) from None
 
 
+_NPY_MAGIC = b"\x93NUMPY"
+# NPY format version -> (how the header length is stored, the header's encoding); see numpy.lib.format.
+_NPY_HEADER_FORMATS = {1: ("<H", "latin1"), 2: ("<I", "latin1"), 3: ("<I", "utf8")}
+_TEXT_DESCR = re.compile(r"([<>])U(\d+)")  # a unicode string array, e.g. np.array(json_text): UTF-32 code units
+
+
+def _npy_header(member: IO[bytes]) -> dict[str, Any]:
+    """The header (`descr`, `fortran_order`, `shape`) of one NPY member, read by the format's definition; ValueError
+    when it is not one."""
+    prefix = member.read(len(_NPY_MAGIC) + 2)
+    version = _NPY_HEADER_FORMATS.get(prefix[-2]) if prefix[: len(_NPY_MAGIC)] == _NPY_MAGIC else None
+    if version is None:
+        raise ValueError("not an NPY array")
+    length_format, encoding = version
+    try:
+        (length,) = struct.unpack(length_format, member.read(struct.calcsize(length_format)))
+        header = ast.literal_eval(member.read(length).decode(encoding))
+    except (struct.error, SyntaxError) as e:
+        raise ValueError(f"malformed NPY header ({e})") from None
+    if not isinstance(header, dict) or not isinstance(header.get("shape"), tuple):
+        raise ValueError("malformed NPY header")
+    return header
+
+
+def _npy_text(member: IO[bytes]) -> str:
+    """The string stored as a 0-d unicode NPY array (how the metadata's JSON is kept)."""
+    header = _npy_header(member)
+    text = _TEXT_DESCR.fullmatch(str(header.get("descr")))
+    if text is None or header["shape"] != ():
+        raise ValueError(f"expected one string, found an array of {header.get('descr')} {header['shape']}")
+    byte_order, characters = text.groups()
+    data = member.read(4 * int(characters))
+    # NumPy pads a string array's items with NULs to the dtype's length.
+    return data.decode("utf-32-le" if byte_order == "<" else "utf-32-be").rstrip("\x00")
+
+
 def load_metadata(definition: EmbeddingDefinition, split: Split) -> dict[str, Any]:
     """The metadata stored with a split, or {} for files written by the original tool (which stored none)."""
-    path, archive = _open(definition, split)
+    path = _existing_path(definition, split)
     try:
-        with archive:
-            return json.loads(str(archive["metadata"])) if "metadata" in archive.files else {}
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        with zipfile.ZipFile(path) as archive:
+            if "metadata.npy" not in archive.namelist():
+                return {}
+            with archive.open("metadata.npy") as member:
+                return json.loads(_npy_text(member))
+    except (OSError, zipfile.BadZipFile, EOFError) as e:
+        raise _unreadable(path, definition, e) from None
+    except ValueError as e:  # not one string, or not JSON
         raise CacheError(f"{path} has unreadable metadata; rebuild it with `{build_command(definition, True)}`.") from e
 
 
@@ -133,15 +199,9 @@ def array_shapes(definition: EmbeddingDefinition, split: Split) -> dict[str, tup
         with zipfile.ZipFile(path) as archive:
             for name in archive.namelist():
                 with archive.open(name) as member:
-                    major, _ = np.lib.format.read_magic(member)
-                    read_header = (
-                        np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-                    )
-                    shapes[name.removesuffix(".npy")] = read_header(member)[0]
+                    shapes[name.removesuffix(".npy")] = _npy_header(member)["shape"]
     except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise CacheError(
-            f"{path} cannot be read ({type(e).__name__}); rebuild it with `{build_command(definition, True)}`."
-        ) from None
+        raise _unreadable(path, definition, e) from None
     images, labels = shapes.get("image_embeddings"), shapes.get("labels")
     if images is None or labels is None or len(images) != 2 or labels != images[:1]:
         raise CacheError(f"{path} is damaged or incomplete; rebuild it with `{build_command(definition, True)}`.")

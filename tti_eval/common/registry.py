@@ -20,8 +20,8 @@ from typing import Any, ClassVar, Generic, TypeVar
 from natsort import natsorted, ns
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .base import SafeTitle
 from .errors import DefinitionError, UnknownTitleError
+from .pairs import SafeTitle
 from .settings import builtin_sources_path, get_settings
 from .title_registry import did_you_mean
 

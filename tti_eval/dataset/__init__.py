@@ -1,20 +1,23 @@
 from typing import TYPE_CHECKING
 
-from tti_eval.common.base import Split
-
-from .provider import DatasetProvider
-from .spec import DatasetDefinitionSpec
+from tti_eval.common.lazy import lazy_attributes
 
 if TYPE_CHECKING:
+    from tti_eval.common.split import Split
+
     from .base import Dataset
+    from .provider import DatasetProvider
+    from .spec import DatasetDefinitionSpec
 
 __all__ = ["Dataset", "DatasetDefinitionSpec", "DatasetProvider", "Split"]
 
-
-def __getattr__(name: str):
-    # `Dataset` imports torch; keep `import tti_eval.dataset` light for `tti-eval --help` and `list`.
-    if name == "Dataset":
-        from .base import Dataset
-
-        return Dataset
-    raise AttributeError(name)
+# `Dataset` imports torch and the provider pydantic: `import tti_eval.dataset` stays light for `tti-eval --help`.
+__getattr__ = lazy_attributes(
+    __name__,
+    {
+        "Dataset": ".base",
+        "DatasetDefinitionSpec": ".spec",
+        "DatasetProvider": ".provider",
+        "Split": "tti_eval.common.split",
+    },
+)

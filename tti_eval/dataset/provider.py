@@ -1,7 +1,7 @@
 from typing import TYPE_CHECKING, Any
 
-from tti_eval.common.base import Split
 from tti_eval.common.registry import DefinitionRegistry
+from tti_eval.common.split import Split
 
 from .spec import BUILTIN_DATASET_TYPES, DatasetDefinitionSpec
 

@@ -10,9 +10,9 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator
 
-from tti_eval.common.base import Split
 from tti_eval.common.errors import DefinitionError
 from tti_eval.common.registry import DefinitionSpec, TypeSpec, check_path_exists
+from tti_eval.common.split import Split
 
 
 def check_template(template: str) -> str:

@@ -22,8 +22,15 @@ candidates, in three steps that keep its speed without trusting its rounding:
    whole other set with float64 distances, under the same bound in float64.
 
 The result is therefore the float64 ranking itself, independent of the number of threads, the tile size and the
-order in which BLAS adds things up. Keeping the heavy work inside faiss also keeps to one thread pool:
-interleaving numpy's BLAS threads with faiss's OpenMP threads makes them spin against each other.
+order in which BLAS adds things up.
+
+How many neighbours is asked per query, not per set: I2IR reads only a train image's first Q = min(k, size of its
+class in validation), which at 20 validation images per class is a fifth of k = 100, and the exact ranking (step
+2) is what costs beyond the float32 distances. Rows are as wide as the largest count, with -1 after a query's own.
+
+The distances run on faiss's OpenMP threads; the numpy work between them (heaps of the columns, re-ranking, norms)
+runs on as many Python threads, each on its own rows or columns, since numpy releases the GIL in its loops. No
+numpy BLAS call is on the main path: its threads and faiss's would spin against each other.
 
 Where faiss was built with GPU support and sees a GPU (`faiss.get_num_gpus() > 0`), the float32 tiles are computed
 there (`pairwise_distance_gpu`, the same ‖x‖² + ‖y‖² − 2x·y in float32 arithmetic, and by the same bound) and
@@ -52,21 +59,38 @@ _PAIRS = 256
 _FALLBACK_ENTRIES = 1 << 22
 
 
+# How many neighbours to find: one count for every query, or one per query.
+Counts = int | np.ndarray
+
+
 @dataclass(frozen=True)
 class Neighbours:
-    """Indices of nearest neighbours, nearest first, for one train and one validation set."""
+    """Indices of nearest neighbours, nearest first, for one train and one validation set. A query asked for fewer
+    neighbours than the widest row has -1 after its own."""
 
     val_to_train: np.ndarray  # [n_val, k] int64 indices into the train images
     train_to_val: np.ndarray  # [n_train, k'] int32 indices into the validation images (int32: n_train × 100 is large)
 
-    def check_matches(self, n_train: int, n_val: int, k_val_to_train: int = 0, k_train_to_val: int = 0) -> None:
+    def check_matches(self, n_train: int, n_val: int, k_val_to_train: Counts = 0, k_train_to_val: Counts = 0) -> None:
         """Shared neighbours must come from the same pair of sets, with at least as many neighbours as needed."""
         for name, found, rows, k in (
-            ("validation → train", self.val_to_train.shape, n_val, k_val_to_train),
-            ("train → validation", self.train_to_val.shape, n_train, k_train_to_val),
+            ("validation → train", self.val_to_train, n_val, k_val_to_train),
+            ("train → validation", self.train_to_val, n_train, k_train_to_val),
         ):
-            if k and (found[0] != rows or found[1] < k):
-                raise ValueError(f"shared neighbours cover {found} {name}, need ({rows}, ≥{k})")
+            need = np.broadcast_to(np.asarray(k), (rows,))
+            widest = int(need.max(initial=0))
+            if widest and (len(found) != rows or found.shape[1] < widest or (_found(found) < need).any()):
+                raise ValueError(f"shared neighbours cover {found.shape} {name}, need ({rows}, ≥{widest})")
+
+
+def _found(neighbours: np.ndarray) -> np.ndarray:
+    """How many neighbours each row holds: rows are filled from the left, -1 after the last."""
+    return (neighbours >= 0).sum(axis=1)
+
+
+def _per_query(k: Counts, queries: int, others: int) -> np.ndarray:
+    """Each query's number of neighbours to find, capped at the size of the searched set."""
+    return np.minimum(np.broadcast_to(np.asarray(k, dtype=np.int64), (queries,)), others)
 
 
 def _error_factor(dim: int, unit_roundoff: float) -> float:
@@ -87,32 +111,66 @@ def _candidates_kept(k: int, n_other: int) -> int:
     return min(n_other, k + 8 + k // 4)
 
 
+def _in_parts(n: int, work: Callable[[slice], None], smallest: int = 256) -> None:
+    """work(part) for contiguous parts of range(n), on as many threads as faiss uses: numpy and faiss release the
+    GIL in their loops, and the parts are independent, so that how many there are cannot change a result."""
+    threads = max(1, min(faiss.omp_get_max_threads(), n // smallest))
+    parts = [slice(int(p[0]), int(p[-1]) + 1) for p in np.array_split(np.arange(n), threads) if len(p)]
+    if len(parts) == 1:
+        work(parts[0])
+        return
+    with ThreadPoolExecutor(len(parts)) as pool:
+        for done in [pool.submit(work, part) for part in parts]:
+            done.result()
+
+
+def _chunks_of(part: slice) -> list[slice]:
+    """`part` in chunks of `row_chunks`' size, so that float64 copies of its rows stay small."""
+    return [slice(part.start + rows.start, part.start + rows.stop) for rows in row_chunks(part.stop - part.start)]
+
+
 def _unit64(images: np.ndarray) -> np.ndarray:
     return normalize(np.asarray(images, dtype=np.float64))
 
 
 def _common_centre(*sets: np.ndarray) -> np.ndarray:
-    """Mean of the float64 unit rows of all sets."""
-    total = np.zeros(sets[0].shape[1], dtype=np.float64)
-    for images in sets:
-        for rows in row_chunks(len(images)):
-            total += _unit64(images[rows]).sum(axis=0)
-    return total / sum(len(images) for images in sets)
+    """Mean of the float64 unit rows of all sets: sums per chunk on several threads, added in chunk order, so that
+    the centre is the same for every thread count."""
+    chunks = [(images, rows) for images in sets for rows in row_chunks(len(images))]
+    sums = np.empty((len(chunks), sets[0].shape[1]), dtype=np.float64)
+
+    def work(part: slice) -> None:
+        for index in range(part.start, part.stop):
+            images, rows = chunks[index]
+            sums[index] = _unit64(images[rows]).sum(axis=0)
+
+    _in_parts(len(chunks), work, smallest=1)
+    return sums.sum(axis=0) / sum(len(images) for images in sets)
 
 
 def _centred(images: np.ndarray, centre: np.ndarray, dtype: type) -> tuple[np.ndarray, np.ndarray]:
     """The unit rows minus `centre`, in `dtype`, and their float64 norms."""
     centred = np.empty(images.shape, dtype=dtype)
-    for rows in row_chunks(len(images)):
-        centred[rows] = _unit64(images[rows]) - centre
-    return centred, np.sqrt(np.einsum("ij,ij->i", centred, centred, dtype=np.float64))
+    norms = np.empty(len(images), dtype=np.float64)
+
+    def work(part: slice) -> None:
+        for rows in _chunks_of(part):
+            centred[rows] = _unit64(images[rows]) - centre
+            norms[rows] = np.sqrt(np.einsum("ij,ij->i", centred[rows], centred[rows], dtype=np.float64))
+
+    _in_parts(len(images), work)
+    return centred, norms
 
 
 def _lengths(images: np.ndarray) -> np.ndarray:
     """Float64 L2 norms of the rows, exactly those `_unit64` divides by, so that dividing by them gives its rows."""
     lengths = np.empty(len(images), dtype=np.float64)
-    for rows in row_chunks(len(images)):
-        lengths[rows] = np.linalg.norm(np.asarray(images[rows], dtype=np.float64), ord=2, axis=1)
+
+    def work(part: slice) -> None:
+        for rows in _chunks_of(part):
+            lengths[rows] = np.linalg.norm(np.asarray(images[rows], dtype=np.float64), ord=2, axis=1)
+
+    _in_parts(len(images), work)
     return lengths
 
 
@@ -127,25 +185,17 @@ def _pair_distances(
     (its float64 row divided by other_lengths[other_ids[i]], exactly as `_unit64` scales it).
 
     This is most of the re-ranking's time, and it is bound by memory traffic: the pairs go in chunks small enough
-    for the gathered rows to stay in cache, through buffers reused in place, on as many threads as faiss uses (each
-    pair's distance is computed alone, so the split cannot change a bit).
+    for the gathered rows to stay in cache, through buffers reused in place. (Callers run it on several threads at
+    once, one part of the queries each.)
     """
     distances = np.empty(len(query_rows), dtype=np.float64)
-
-    def measure(part: slice) -> None:
-        difference = np.empty((_PAIRS, query_unit.shape[1]), dtype=np.float64)
-        query = np.empty_like(difference)
-        for pairs in row_chunks(part.stop - part.start, _PAIRS):
-            pairs = slice(part.start + pairs.start, part.start + pairs.stop)
-            ids, count = other_ids[pairs], pairs.stop - pairs.start
-            np.divide(others[ids], other_lengths[ids, None], out=difference[:count])
-            difference[:count] -= np.take(query_unit, query_rows[pairs], axis=0, out=query[:count])
-            distances[pairs] = np.einsum("ij,ij->i", difference[:count], difference[:count])
-
-    threads = max(1, min(faiss.omp_get_max_threads(), len(query_rows) // _PAIRS))
-    parts = [slice(p[0], p[-1] + 1) for p in np.array_split(np.arange(len(query_rows)), threads) if len(p)]
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(measure, parts))
+    difference = np.empty((min(_PAIRS, len(query_rows)), query_unit.shape[1]), dtype=np.float64)
+    query = np.empty_like(difference)
+    for pairs in row_chunks(len(query_rows), _PAIRS):
+        ids, count = other_ids[pairs], pairs.stop - pairs.start
+        np.divide(others[ids], other_lengths[ids, None], out=difference[:count])
+        difference[:count] -= np.take(query_unit, query_rows[pairs], axis=0, out=query[:count])
+        distances[pairs] = np.einsum("ij,ij->i", difference[:count], difference[:count])
     return distances
 
 
@@ -153,12 +203,12 @@ def _rank(
     values: np.ndarray,
     ids: np.ndarray,
     bound: np.ndarray,
-    k: int,
+    k: np.ndarray,
     exact_distances: Callable[[np.ndarray, np.ndarray], np.ndarray],
 ) -> np.ndarray:
-    """The first k of each row's candidates in exact order, given candidates sorted by approximate distance
-    (`values`, ties by id) that are each within `bound` (per row) of the exact distance and that contain every
-    candidate the exact top k can hold.
+    """The first k[i] (≥ 1) of row i's candidates in exact order, then -1 up to the widest k, given candidates
+    sorted by approximate distance (`values`, ties by id) that are each within `bound` (per row) of the exact
+    distance and that contain every candidate the exact top k[i] can hold.
 
     Candidates whose intervals value ± bound overlap chain into one cluster; clusters are in exact order among
     themselves, so only the members of shared clusters up to the k-th's need `exact_distances(rows, ids)`.
@@ -167,15 +217,16 @@ def _rank(
     links = np.diff(approximate, axis=1) <= 2 * bound[:, None]  # candidate j and j + 1 may be in either order
     cluster = np.zeros(approximate.shape, dtype=np.int64)
     cluster[:, 1:] = np.cumsum(~links, axis=1)
-    within = cluster <= cluster[:, k - 1 : k]
+    within = cluster <= np.take_along_axis(cluster, k[:, None] - 1, axis=1)
     shared = np.zeros(approximate.shape, dtype=bool)
     shared[:, 1:] |= links
     shared[:, :-1] |= links
     rows, columns = np.nonzero(within & shared)
     exact = np.zeros(approximate.shape, dtype=np.float64)  # a cluster of one needs no exact distance
     exact[rows, columns] = exact_distances(rows, ids[rows, columns])
-    order = np.lexsort((ids, exact, np.where(within, cluster, ids.shape[1])), axis=-1)
-    return np.take_along_axis(ids, order[:, :k], axis=1)
+    widest = int(k.max(initial=0))
+    order = np.lexsort((ids, exact, np.where(within, cluster, ids.shape[1])), axis=-1)[:, :widest]
+    return np.where(np.arange(widest) < k[:, None], np.take_along_axis(ids, order, axis=1), -1)
 
 
 def _exact_top(
@@ -183,27 +234,30 @@ def _exact_top(
     ids: np.ndarray,
     norms: np.ndarray,
     other_radius: float,
-    k: int,
+    k: np.ndarray,
+    width: int,
     query_unit: np.ndarray,
     others: np.ndarray,
     other_lengths: np.ndarray,
     centre: np.ndarray,
 ) -> np.ndarray:
-    """Each query's exact k nearest others, from its float32 candidates (sorted, from the centred search, whose
-    centred queries have these `norms`) where the margin proves sufficient, and from a float64 pass over all
-    others where it does not."""
+    """Each query's exact k[i] nearest others, then -1 up to `width`, from its float32 candidates (sorted, from the
+    centred search, whose centred queries have these `norms`) where the margin proves sufficient, and from a float64
+    pass over all others where it does not."""
     bound = _error_factor(query_unit.shape[1], 2.0**-24) * (norms + other_radius) ** 2
-    proven = (values.shape[1] >= len(others)) | (values[:, -1].astype(np.float64) - values[:, k - 1] > 2 * bound)
-    result = np.empty((len(query_unit), k), dtype=np.int64)
-    sure = np.flatnonzero(proven)
-    result[sure] = _rank(
+    kth = np.take_along_axis(values, np.maximum(k, 1)[:, None] - 1, axis=1)[:, 0].astype(np.float64)
+    proven = (values.shape[1] >= len(others)) | (values[:, -1].astype(np.float64) - kth > 2 * bound)
+    result = np.full((len(query_unit), width), -1, dtype=np.int64)
+    sure = np.flatnonzero(proven & (k > 0))
+    ranked = _rank(
         values[sure],
         ids[sure],
         bound[sure],
-        k,
+        k[sure],
         lambda r, o: _pair_distances(query_unit, others, other_lengths, sure[r], o),
     )
-    unsure = np.flatnonzero(~proven)
+    result[sure, : ranked.shape[1]] = ranked
+    unsure = np.flatnonzero(~proven & (k > 0))
     for chunk in row_chunks(len(unsure), max(1, _FALLBACK_ENTRIES // len(others))):
         rows = unsure[chunk]
         query_centred = query_unit[rows] - centre
@@ -216,13 +270,14 @@ def _exact_top(
             full[:, block] = (query_norms**2)[:, None] + (other_norms**2)[None, :] - 2 * query_centred @ other_centred.T
         order = np.argsort(full, axis=1, kind="stable")
         bound64 = _error_factor(query_unit.shape[1], 2.0**-53) * (query_norms + radius) ** 2
-        result[rows] = _rank(
+        ranked = _rank(
             np.take_along_axis(full, order, axis=1),
             order,
             bound64,
-            k,
+            k[rows],
             lambda r, o, rows=rows: _pair_distances(query_unit, others, other_lengths, rows[r], o),
         )
+        result[rows, : ranked.shape[1]] = ranked
     return result
 
 
@@ -282,8 +337,15 @@ class _TopK:
                 self.add_rows(np.ascontiguousarray(tile[start:stop].T), first_heap, first_id + start)
             else:
                 stop = min(start + seen, len(tile))
-                self._add_below_kth(tile[start:stop], first_heap, first_id + start)
+                self._add_below_kth_in_parts(tile[start:stop], first_heap, first_id + start)
             start = stop
+
+    def _add_below_kth_in_parts(self, tile: np.ndarray, first_heap: int, first_id: int) -> None:
+        """`_add_below_kth` for parts of the columns on several threads: each part has heaps of its own."""
+        _in_parts(
+            tile.shape[1],
+            lambda columns: self._add_below_kth(tile[:, columns], first_heap + columns.start, first_id),
+        )
 
     def _add_below_kth(self, tile: np.ndarray, first_heap: int, first_id: int) -> None:
         kth = self.values[first_heap : first_heap + tile.shape[1], 0]  # a max-heap keeps its k-th smallest on top
@@ -302,34 +364,70 @@ class _TopK:
         ids[columns, slots] = first_id + rows
         self._heaps.addn_with_ids(width, faiss.swig_ptr(values), faiss.swig_ptr(ids), width, first_heap, len(values))
 
-    def sorted(self) -> tuple[np.ndarray, np.ndarray]:
-        """Distances and ids per heap, nearest first; equal distances by increasing id."""
-        order = np.lexsort((self.ids, self.values), axis=-1)
-        return np.take_along_axis(self.values, order, axis=-1), np.take_along_axis(self.ids, order, axis=-1)
+    def sorted(self, heaps: slice) -> tuple[np.ndarray, np.ndarray]:
+        """Distances and ids of these heaps, nearest first; equal distances by increasing id."""
+        values, ids = self.values[heaps], self.ids[heaps]
+        order = np.lexsort((ids, values), axis=-1)
+        return np.take_along_axis(values, order, axis=-1), np.take_along_axis(ids, order, axis=-1)
+
+
+def _finish(
+    heaps: _TopK,
+    queries: np.ndarray,
+    norms: np.ndarray,
+    other_radius: float,
+    k: np.ndarray,
+    others: np.ndarray,
+    other_lengths: np.ndarray,
+    centre: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """Fill `out` with each query's exact neighbours from its heap of float32 candidates (`_exact_top`), in parts on
+    several threads and in chunks within each, because the unit queries are float64."""
+
+    def work(part: slice) -> None:
+        for rows in _chunks_of(part):
+            values, ids = heaps.sorted(rows)
+            out[rows] = _exact_top(
+                values,
+                ids,
+                norms[rows],
+                other_radius,
+                k[rows],
+                out.shape[1],
+                _unit64(queries[rows]),
+                others,
+                other_lengths,
+                centre,
+            )
+
+    _in_parts(len(out), work)
 
 
 def search_neighbours(
     train_images: np.ndarray,
     val_images: np.ndarray,
-    k_val_to_train: int = 0,
-    k_train_to_val: int = 0,
+    k_val_to_train: Counts = 0,
+    k_train_to_val: Counts = 0,
     tile: int = TILE,
 ) -> Neighbours:
     """Each validation image's `k_val_to_train` nearest train images and each train image's `k_train_to_val` nearest
-    validation images, by exact float64 L2 distance between the L2-normalised images, ties to the lower index (k is
-    capped at the size of the searched set; 0 skips a direction). The inputs are not modified."""
+    validation images, by exact float64 L2 distance between the L2-normalised images, ties to the lower index. A
+    count is one for all queries or one per query (capped at the size of the searched set; 0 skips the query, and
+    a direction when all are 0); rows are as wide as the largest count. The inputs are not modified."""
     n_train, n_val = len(train_images), len(val_images)
-    k_vt, k_tv = min(k_val_to_train, n_train), min(k_train_to_val, n_val)
-    val_to_train = np.empty((n_val, k_vt), dtype=np.int64)
-    train_to_val = np.empty((n_train, k_tv), dtype=np.int32)
-    if not (k_vt or k_tv):
+    k_vt, k_tv = _per_query(k_val_to_train, n_val, n_train), _per_query(k_train_to_val, n_train, n_val)
+    width_vt, width_tv = int(k_vt.max(initial=0)), int(k_tv.max(initial=0))
+    val_to_train = np.empty((n_val, width_vt), dtype=np.int64)
+    train_to_val = np.empty((n_train, width_tv), dtype=np.int32)
+    if not (width_vt or width_tv):
         return Neighbours(val_to_train, train_to_val)
 
     centre = _common_centre(train_images, val_images)
     # Exact distances read the other side's rows as stored and divide them by their float64 lengths.
     train_lengths, val_lengths = _lengths(train_images), _lengths(val_images)
     val_centred, val_norms = _centred(val_images, centre, np.float32)  # visited once per train block
-    val_heaps = _TopK(n_val, _candidates_kept(k_vt, n_train)) if k_vt else None
+    val_heaps = _TopK(n_val, _candidates_kept(width_vt, n_train)) if width_vt else None
     train_radius = 0.0
     tile_distances = _tile_distances()
     buffer = np.empty(tile * tile, dtype=np.float32)  # flat, so that a partial tile is still one contiguous block
@@ -339,7 +437,7 @@ def search_neighbours(
         train_radius = max(train_radius, float(train_norms.max()))
         rows = len(train_centred)
         # final once this block has met every validation image
-        strip_heaps = _TopK(rows, _candidates_kept(k_tv, n_val)) if k_tv else None
+        strip_heaps = _TopK(rows, _candidates_kept(width_tv, n_val)) if width_tv else None
         for v0 in range(0, n_val, tile):
             val_block = val_centred[v0 : v0 + tile]
             cols = len(val_block)
@@ -350,24 +448,19 @@ def search_neighbours(
             if val_heaps is not None:
                 val_heaps.add_columns(distances, first_heap=v0, first_id=t0, offered=t0)
         if strip_heaps is not None:
-            values, ids = strip_heaps.sorted()
+            block = slice(t0, t0 + rows)
             radius = float(val_norms.max())
-            train_unit = normalize(train_block.astype(np.float64))
-            train_to_val[t0 : t0 + rows] = _exact_top(
-                values, ids, train_norms, radius, k_tv, train_unit, val_images, val_lengths, centre
+            _finish(
+                strip_heaps,
+                train_block,
+                train_norms,
+                radius,
+                k_tv[block],
+                val_images,
+                val_lengths,
+                centre,
+                train_to_val[block],
             )
     if val_heaps is not None:
-        values, ids = val_heaps.sorted()
-        for rows in row_chunks(n_val):  # in blocks, because the unit queries are float64
-            val_to_train[rows] = _exact_top(
-                values[rows],
-                ids[rows],
-                val_norms[rows],
-                train_radius,
-                k_vt,
-                _unit64(val_images[rows]),
-                train_images,
-                train_lengths,
-                centre,
-            )
+        _finish(val_heaps, val_images, val_norms, train_radius, k_vt, train_images, train_lengths, centre, val_to_train)
     return Neighbours(val_to_train, train_to_val)

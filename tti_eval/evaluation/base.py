@@ -51,7 +51,10 @@ class EvaluatorSpec:
     `params` is a pydantic model whose field defaults are the evaluator's defaults (forbid extra fields, so a typo'd
     parameter is an error); `metrics` are all it reports, `main_metric` among them the one its tables, charts and the
     CSV's Accuracy column show. `neighbours_val_to_train` / `neighbours_train_to_val` name the integer parameter that
-    says how many nearest neighbours it reads in that direction, so one search can serve every evaluator of a pair.
+    says how many nearest neighbours it reads in that direction, so one search can serve every evaluator of a pair;
+    `neighbours_capped_by_class` says it reads no more of a query's neighbours than the searched split holds of the
+    query's class (I2IR's Q), so the search ranks only those exactly, which at 20 images per class is a fifth of
+    k = 100.
     `tunes_on_validation`: when the test split is scored, the evaluator takes the validation split as
     `tuning_embeddings` to choose its hyper-parameters on (others simply score the test split).
     """
@@ -64,6 +67,7 @@ class EvaluatorSpec:
     needs_class_embeddings: bool = False
     neighbours_val_to_train: str | None = None
     neighbours_train_to_val: str | None = None
+    neighbours_capped_by_class: bool = False
     tunes_on_validation: bool = False
 
     def __post_init__(self) -> None:
@@ -87,9 +91,24 @@ class EvaluatorSpec:
                 f"{self.title} parameter '{where}': {problem['msg']}; its parameters are: {known}."
             ) from None
 
-    def neighbour_request(self, params: BaseModel) -> tuple[int, int]:
-        """How many (validation → train, train → validation) nearest neighbours it reads with these parameters."""
-        return tuple(0 if name is None else int(getattr(params, name)) for name in self._neighbour_fields)
+    def neighbour_request(
+        self, params: BaseModel, train: Embeddings, validation: Embeddings
+    ) -> tuple[int | np.ndarray, int | np.ndarray]:
+        """How many (validation → train, train → validation) nearest neighbours it reads with these parameters on
+        these splits: one count for every query, or one per query."""
+        directions = ((validation.labels, train.labels), (train.labels, validation.labels))
+        return tuple(
+            self._neighbour_count(params, name, queries, searched)
+            for name, (queries, searched) in zip(self._neighbour_fields, directions, strict=True)
+        )
+
+    def _neighbour_count(
+        self, params: BaseModel, name: str | None, queries: np.ndarray, searched: np.ndarray
+    ) -> int | np.ndarray:
+        k = 0 if name is None else int(getattr(params, name))
+        if not (k and self.neighbours_capped_by_class):
+            return k
+        return np.minimum(k, query_class_sizes(queries, searched))
 
     @property
     def _neighbour_fields(self) -> tuple[str | None, str | None]:
@@ -193,6 +212,11 @@ EVALUATORS: TitleRegistry[type[EvaluationModel]] = TitleRegistry("evaluator")
 """Every declared evaluator by title, in the order they registered (the built-ins in the original tool's order)."""
 
 E = TypeVar("E", bound=type[EvaluationModel])
+
+
+def query_class_sizes(queries: np.ndarray, searched: np.ndarray) -> np.ndarray:
+    """For each query label, how many images of that class the searched labels hold."""
+    return np.bincount(searched, minlength=int(queries.max(initial=-1)) + 1)[queries]
 
 
 def register_evaluator(evaluator: E) -> E:

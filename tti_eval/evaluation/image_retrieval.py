@@ -37,6 +37,7 @@ class I2IRetrievalEvaluator(EvaluationModel):
         metrics=(R_PRECISION,),
         params=I2IRParams,
         neighbours_train_to_val="k",
+        neighbours_capped_by_class=True,
     )
 
     def __init__(
@@ -49,8 +50,12 @@ class I2IRetrievalEvaluator(EvaluationModel):
     ) -> None:
         super().__init__(train_embeddings, validation_embeddings, num_classes, **params)
         self.k = min(self.params.k, len(validation_embeddings.images))
+        # Q per train image: the only neighbours its score reads
+        self._retrieved = self.spec.neighbour_request(self.params, train_embeddings, validation_embeddings)[1]
         if neighbours is not None:
-            neighbours.check_matches(len(train_embeddings.images), len(validation_embeddings.images), 0, self.k)
+            neighbours.check_matches(
+                len(train_embeddings.images), len(validation_embeddings.images), 0, self._retrieved
+            )
         self._neighbours = neighbours
 
     @cached_property
@@ -58,18 +63,16 @@ class I2IRetrievalEvaluator(EvaluationModel):
         """Each train image's retrieval score (float64, [n_train])."""
         from ._neighbours import search_neighbours
 
-        train, val = self._train, self._val
+        train, val, retrieved = self._train, self._val, self._retrieved
         neighbours = (
             self._neighbours
             if self._neighbours is not None
-            else search_neighbours(train.images, val.images, k_train_to_val=self.k)
+            else search_neighbours(train.images, val.images, k_train_to_val=retrieved)
         )
         nearest = neighbours.train_to_val[:, : self.k]
-        class_sizes = np.bincount(val.labels, minlength=self.num_classes)
-        retrieved = np.minimum(class_sizes[train.labels], self.k)  # Q per train image
         scores = np.zeros(len(nearest), dtype=np.float64)
         for rows in row_chunks(len(nearest)):
-            in_scope = np.arange(self.k) < retrieved[rows, None]
+            in_scope = np.arange(nearest.shape[1]) < retrieved[rows, None]
             matches = ((val.labels[nearest[rows]] == train.labels[rows, None]) & in_scope).sum(axis=1)
             np.divide(matches, retrieved[rows], out=scores[rows], where=retrieved[rows] > 0)
         return scores

@@ -4,6 +4,7 @@ Nothing here prints: problems come back as one-sentence strings and progress goe
 CLI and a notebook present the same results their own way.
 """
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple
@@ -63,10 +64,10 @@ def evaluate_embeddings(
 
     `validation` is the scored split, named by `split`; when it is the test split, `tuning` (the validation split)
     goes to the evaluators that choose hyper-parameters on it. Evaluators that read nearest neighbours (wKNN, I2IR)
-    share one search of the pair, sized for the largest k each direction needs, so the distances between the two
-    sets are computed once. `search` is exact, approximate or auto (exact below `EXACT_LIMIT` multiply-adds); an
-    approximate search marks its results and notes its recall. Classifier results carry their per-class figures
-    unless `per_class` is False (their bootstrap costs seconds per result on large splits).
+    share one search of the pair, sized per query for the most neighbours any of them reads, so the distances
+    between the two sets are computed once. `search` is exact, approximate or auto (exact below `EXACT_LIMIT`
+    multiply-adds); an approximate search marks its results and notes its recall. Classifier results carry their
+    per-class figures unless `per_class` is False (their bootstrap costs seconds per result on large splits).
     """
     from ._neighbours import search_neighbours  # imports faiss
 
@@ -78,14 +79,15 @@ def evaluate_embeddings(
         check_vectors(validation.images, "validation images")
     except TTIEvalError as error:
         return EvaluationRun([], [f"{pair} was not evaluated: {_clause(error)}"])
-    requests = [e.spec.neighbour_request(settings[e.title()]) for e in evaluators]
-    k_val_to_train, k_train_to_val = (max((r[i] for r in requests), default=0) for i in (0, 1))
+    requests = [e.spec.neighbour_request(settings[e.title()], train, validation) for e in evaluators]
+    searches = [[bool(np.any(k)) for k in request] for request in requests]  # which directions each one reads
+    k_val_to_train, k_train_to_val = (functools.reduce(np.maximum, (r[i] for r in requests), 0) for i in (0, 1))
     shared, search_notes = None, {}
     collapsed = collapse_note(train.images, validation.images, seed=seed)
     results: list[EvaluationResult] = []
     problems: list[str] = []
     skipped: list[Skipped] = []
-    for index, (evaluator_type, request) in enumerate(zip(evaluators, requests, strict=True)):
+    for index, (evaluator_type, reads) in enumerate(zip(evaluators, searches, strict=True)):
         title = evaluator_type.title()
         if on_evaluator is not None:
             on_evaluator(index, title)
@@ -96,10 +98,15 @@ def evaluate_embeddings(
             continue
         kwargs = settings[title].model_dump()
         try:
-            if any(request):
+            if any(reads):
                 if shared is None and approximate:
+                    # an index search finds as many for every query, so the widest count
                     shared, search_notes = approximate_neighbours(
-                        train.images, validation.images, k_val_to_train, k_train_to_val, seed=seed
+                        train.images,
+                        validation.images,
+                        int(np.max(k_val_to_train)),
+                        int(np.max(k_train_to_val)),
+                        seed=seed,
                     )
                 elif shared is None:
                     shared = search_neighbours(train.images, validation.images, k_val_to_train, k_train_to_val)
@@ -111,7 +118,9 @@ def evaluate_embeddings(
         except TTIEvalError as error:
             problems.append(f"{title} failed on {pair}: {_clause(error)}")
             continue
-        searched = [search_notes[direction] for direction, k in enumerate(request) if k and direction in search_notes]
+        searched = [
+            search_notes[direction] for direction, read in enumerate(reads) if read and direction in search_notes
+        ]
         result = EvaluationResult(
             model,
             dataset,

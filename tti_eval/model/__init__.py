@@ -1,18 +1,15 @@
 from typing import TYPE_CHECKING
 
-from .provider import ModelProvider
-from .spec import ModelDefinitionSpec
+from tti_eval.common.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from .base import Model
+    from .provider import ModelProvider
+    from .spec import ModelDefinitionSpec
 
 __all__ = ["Model", "ModelDefinitionSpec", "ModelProvider"]
 
-
-def __getattr__(name: str):
-    # `Model` imports torch; keep `import tti_eval.model` light for `tti-eval --help` and `list`.
-    if name == "Model":
-        from .base import Model
-
-        return Model
-    raise AttributeError(name)
+# `Model` imports torch and the provider pydantic: `import tti_eval.model` stays light for `tti-eval --help`.
+__getattr__ = lazy_attributes(
+    __name__, {"Model": ".base", "ModelDefinitionSpec": ".spec", "ModelProvider": ".provider"}
+)
