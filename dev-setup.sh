@@ -1,23 +1,28 @@
 #!/usr/bin/env bash
-# One command from a fresh clone to a working `tti-eval`: a .venv holding the locked environment (installed with
-# hashes from requirements.lock, the pip form of poetry.lock) and tti-eval itself in editable mode, plus the git
-# pre-commit hooks. pip rather than `poetry install`: it needs no tool beyond Python itself, and it reads the
-# wheels that pip already holds (its cache, and the wheels these machines keep on disk) where poetry downloads every
-# file again into a cache of its own.
+# One command from a fresh clone to a working `tti-eval`: `poetry install --all-extras` of poetry.lock (the lock of
+# record, every file checked against its sha256) into .venv, tti-eval itself in editable mode, plus the git
+# pre-commit hooks. Poetry rather than pip from requirements.lock, which installs the same pins: on this project's
+# 2-core machines Poetry took about half pip's time, downloading every wheel included (it installs in parallel, pip
+# one wheel after another; figures in README). A Poetry 2 on PATH is used; otherwise Poetry is installed into .tools/.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 PYTHON="${PYTHON:-python3}"
-if ! "$PYTHON" -c 'import platform, sys; sys.exit(sys.version_info[:2] != (3, 11) or platform.machine() != "x86_64" or sys.platform != "linux")'; then
-  echo "requirements.lock is for CPython 3.11 on Linux x86_64; here, install from poetry.lock with 'poetry install --all-extras'." >&2
-  exit 1
+POETRY_VERSION=2.5.1 # the version that wrote poetry.lock
+if command -v poetry >/dev/null && poetry --version | grep -q 'version 2\.'; then
+  POETRY=poetry
+else
+  POETRY=.tools/poetry/bin/poetry
+  if [ ! -x "$POETRY" ]; then
+    "$PYTHON" -m venv .tools/poetry
+    .tools/poetry/bin/python -m pip install --quiet --disable-pip-version-check "poetry==$POETRY_VERSION"
+  fi
 fi
-if [ ! -x .venv/bin/python ]; then
-  "$PYTHON" -m venv .venv
-fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements.lock
-# The build backend (poetry-core) is in the lock, so the editable install needs nothing unpinned.
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+# .venv in the clone, made from $PYTHON, whatever the user's Poetry settings: the hooks and README expect it there.
+# Poetry downloads every wheel (3.2 GB with torch's CUDA libraries); its default gives up on the first network error.
+export POETRY_VIRTUALENVS_IN_PROJECT=true POETRY_VIRTUALENVS_CREATE=true POETRY_REQUESTS_MAX_RETRIES=3
+"$POETRY" env use --quiet "$PYTHON"
+"$POETRY" install --quiet --all-extras --no-interaction
 
 if [ -z "${CI:-}" ] && git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
   .venv/bin/pre-commit install --install-hooks >/dev/null

@@ -1,4 +1,4 @@
-"""Write requirements.lock, the pip form of poetry.lock (the lock of record), for the platform CI and dev-setup.sh use.
+"""Write requirements.lock, the pip form of poetry.lock (the lock of record), for installing without Poetry (README).
 
     poetry lock && python .ci/lock.py            # after changing dependencies in pyproject.toml
     python .ci/lock.py --check                   # exit 1 when requirements.lock no longer matches poetry.lock
@@ -43,7 +43,7 @@ def environment(system: str, machine: str, python: str) -> dict[str, str]:
     }
 
 
-# The one platform requirements.lock is for: CI's and dev-setup.sh's. Elsewhere `poetry install` reads poetry.lock.
+# The one platform requirements.lock is for, CI's. dev-setup.sh, and every other platform, read poetry.lock.
 TARGET = environment("Linux", "x86_64", "3.11")
 # Where README says `poetry install` works: the machines torch 2.14 ships wheels for, on each CPython the lock allows.
 PLATFORMS = [
@@ -53,7 +53,7 @@ PLATFORMS = [
 ]
 HEADER = (
     "# Generated from poetry.lock by .ci/lock.py for CPython 3.11 on Linux x86_64, all extras/groups; do not edit.\n"
-    "# Installed by dev-setup.sh: pip install --require-hashes --no-deps -r requirements.lock\n"
+    "# Install: pip install --require-hashes --no-deps -r requirements.lock (dev-setup.sh runs poetry install)\n"
 )
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from tti_eval import compute
 from tti_eval.cli.main import app
 from tti_eval.common import EmbeddingDefinition, Split
 from tti_eval.common.cache import embedding_path, load_embeddings, load_metadata
@@ -368,3 +369,19 @@ def test_a_build_failing_at_any_phase_leaves_only_complete_files(sources, cache_
         load_embeddings(PAIR, Split(name.removesuffix(".npz").rsplit("_", 1)[1]))
     assert build_pairs([PAIR], num_workers=0).failed == 0  # a rerun completes
     assert all(load_embeddings(PAIR, s).images.shape[0] for s in (Split.TRAIN, Split.VALIDATION))
+
+
+@pytest.mark.parametrize(
+    ("device", "cores", "workers"),
+    # a CPU build decodes in workers once more than two cores are free: one per four, one at least, four at most
+    [("cpu", 1, 0), ("cpu", 2, 0), ("cpu", 3, 1), ("cpu", 4, 1), ("cpu", 7, 1), ("cpu", 8, 2), ("cpu", 16, 4)]
+    + [("cpu", 64, 4), ("cuda", 1, 1), ("cuda", 2, 1), ("cuda", 4, 3), ("cuda:1", 16, 8), ("cuda", 64, 8)],
+)
+def test_decode_workers_follow_the_free_cores(device, cores, workers):
+    assert compute.default_num_workers(device, cores) == workers
+
+
+def test_free_cores_are_the_ones_this_process_may_use(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 5, 9}, raising=False)  # e.g. `taskset -c 0,5,9`
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert compute.usable_cores() == 3 and compute.default_num_workers("cpu") == 1

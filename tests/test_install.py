@@ -1,4 +1,4 @@
-"""poetry.lock is the lock of record; requirements.lock, which dev-setup.sh installs, must be its pip form."""
+"""poetry.lock is the lock of record (dev-setup.sh installs it); requirements.lock, for pip, must be its pip form."""
 
 import importlib.util
 import re

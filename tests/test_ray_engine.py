@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from tti_eval.cli.main import app
 from tti_eval.common import EmbeddingDefinition, Split, TTIEvalError
 from tti_eval.common.cache import embedding_path, load_embeddings, load_metadata
-from tti_eval.compute import build_embeddings, compute_embeddings, shard_store
+from tti_eval.compute import build_embeddings, compute_embeddings, read_item, shard_store
 from tti_eval.dataset import DatasetProvider
 from tti_eval.dataset.images import BadImageError
 from tti_eval.dataset.types.image_folder import ImageFolderDataset
@@ -73,11 +73,16 @@ def _seed_shard(pair: EmbeddingDefinition, shard: int, shard_size: int, dim: int
 
 
 def test_ray_build_equals_the_in_process_engine_and_keeps_finished_shards(engine, cache_path):
-    """One build covers three promises: equal embeddings, a finished shard kept, a killed actor retried."""
+    """One build covers four promises: equal embeddings, a finished shard kept, a killed actor retried, and images
+    arriving batch by batch (so that decoding overlaps the model), not a shard at a time."""
     reference = _reference(Split.VALIDATION)
     _seed_shard(DYING, 1, SHARD, reference.images.shape[1])
-    built = build_embeddings(DYING, [Split.VALIDATION], engine=engine, shard_size=SHARD)[Split.VALIDATION]
+    done = []
+    built = build_embeddings(
+        DYING, [Split.VALIDATION], engine=engine, shard_size=SHARD, progress=lambda split, d, total, r: done.append(d)
+    )[Split.VALIDATION]
     assert os.path.exists(DiesOnce.marker)  # an actor did die
+    assert len(set(done)) - 1 > 2  # after the resumed count, more arrivals than the two shards left to build
     seeded = np.zeros(len(reference.labels), bool)
     seeded[SHARD : 2 * SHARD] = True
     assert np.all(built.images[seeded] == 0.5)
@@ -98,7 +103,36 @@ def test_build_engine_ray_from_the_cli(ray_cluster, cache_path):
     result = CliRunner().invoke(app, ["build", "-md", str(PAIR), "--engine", "ray", "--split", "validation"])
     assert result.exit_code == 0, result.output
     assert "validation) built" in result.output and "80 of 80 images already embedded" in result.output
+    assert "Building on Ray (a local cluster) …" in result.output
     assert np.all(load_embeddings(PAIR, Split.VALIDATION).images == 0.5)
+
+
+def test_a_build_with_every_split_cached_starts_no_ray(cache_path, tiny_models, digits_tree, monkeypatch):
+    from tti_eval import ray_engine
+
+    args = ["build", "-md", str(PAIR), "--split", "validation"]
+    assert CliRunner().invoke(app, [*args, "--num-workers", "0"]).exit_code == 0  # cached by the local engine
+
+    def no_session(address):
+        raise AssertionError("Ray started")
+
+    monkeypatch.setattr(ray_engine, "ray_session", no_session)
+    result = CliRunner().invoke(app, [*args, "--engine", "ray"])
+    assert result.exit_code == 0, result.output
+    assert "validation) already cached" in result.output and "Ray" not in result.output
+
+
+def test_a_damaged_first_image_is_not_an_unreadable_source(engine, digits_tree, tmp_path):
+    copy = tmp_path / "digits"
+    shutil.copytree(digits_tree.root, copy)
+    (damaged := sorted((copy / "validation").rglob("*.png"))[0]).write_bytes(b"not a png")
+    DatasetProvider.register_dataset(ImageFolderDataset, "damaged-first-digits", title_in_source=str(copy))
+    dataset = DatasetProvider.get_dataset("damaged-first-digits", Split.VALIDATION)
+    assert "bad" in read_item(dataset, 0)  # the damaged file is the split's first image
+    store = ShardStore(tmp_path / "m_validation.npz", "k", len(dataset), SHARD)
+    skipped = []
+    engine.embed_shards(dataset, store, lambda n: None, lambda image, reason: skipped.append(image))
+    assert len(skipped) == 1 and damaged.name in skipped[0] and store.missing() == []
 
 
 def test_a_source_the_workers_cannot_read_gets_one_sentence(engine, digits_tree, tmp_path):

@@ -12,10 +12,10 @@ import logging
 import os
 import platform
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from functools import cache, partial
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -49,17 +49,24 @@ SkipCallback = Callable[[str, str], None]  # (image name, reason)
 NoteCallback = Callable[[Split, str], None]  # one line about a split worth telling the user (why it is rebuilt, ...)
 
 logger = logging.getLogger("tti_eval")
+_T = TypeVar("_T")
 
 
-def default_num_workers(device: torch.device) -> int:
-    """Workers that decode and preprocess images while the model runs.
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity (a container or `taskset` limit), not the machine's count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def default_num_workers(device: torch.device | str, cores: int | None = None) -> int:
+    """Workers that decode and preprocess images while the model runs, given `cores` usable (default: this process's).
 
     On an accelerator the model is fast and decoding decides the speed, so use the cores. On a CPU the forward pass
-    wants every core: a worker preempts one of its threads at each synchronisation point and costs more than doing
-    the (comparatively cheap) preprocessing in between batches, so small machines use none."""
-    cores = os.cpu_count() or 1
-    if device.type == "cpu":
-        return 0 if cores <= 4 else min(4, cores // 4)
+    wants the cores too: with one or two, a worker preempts one of its threads at each synchronisation point and
+    costs more than preprocessing in between batches, so none; from three on, one worker per four cores (at least one,
+    at most four) decodes the next batches while the rest run the model, and the model gets the cores they leave."""
+    cores = usable_cores() if cores is None else cores
+    if torch.device(device).type == "cpu":
+        return 0 if cores <= 2 else min(4, max(1, cores // 4))
     return min(8, max(1, cores - 1))
 
 
@@ -68,7 +75,7 @@ def _cores_left_to_the_model(device: torch.device, workers: int) -> Iterator[Non
     """On a CPU, let the forward pass use only the cores the workers leave free, so the two never fight."""
     previous = torch.get_num_threads()
     if device.type == "cpu" and workers:
-        torch.set_num_threads(max(1, min(previous, (os.cpu_count() or 1) - workers)))
+        torch.set_num_threads(max(1, min(previous, usable_cores() - workers)))
     try:
         yield
     finally:
@@ -537,23 +544,48 @@ class BuildRun(NamedTuple):
         return len(self.problems)
 
 
-def _load_once(title: str, device: str | None, on_load: Callable[[], None]) -> Callable[[], Model]:
-    """A loader that loads the model on first use and gives every later pair the same model, or the same failure
-    (a hub that timed out once is not asked again for each dataset)."""
-    outcome: list[Model | BaseException] = []
+def _once(make: Callable[[], _T]) -> Callable[[], _T]:
+    """`make` called on first use only; every later use gets the same result, or the same failure (a hub that timed
+    out once is not asked again for each dataset, nor a cluster that refused to be joined)."""
+    outcome: list[_T | BaseException] = []
 
-    def load() -> Model:
+    def get() -> _T:
         if not outcome:
-            on_load()
             try:
-                outcome.append(ModelProvider.get_model(title, device=device))
+                outcome.append(make())
             except Exception as e:
                 outcome.append(e)
         if isinstance(outcome[0], BaseException):
             raise outcome[0]
         return outcome[0]
 
-    return load
+    return get
+
+
+def _load_once(title: str, device: str | None, on_load: Callable[[], None]) -> Callable[[], Model]:
+    """A loader that loads the model on first use and gives every later pair the same model, or the same failure."""
+
+    def load() -> Model:
+        on_load()
+        return ModelProvider.get_model(title, device=device)
+
+    return _once(load)
+
+
+class _EngineOnFirstUse:
+    """The engine `make` gives, made when a split first needs building: a build whose splits are all cached starts
+    nothing (for Ray: no session, no actors)."""
+
+    def __init__(self, make: Callable[[], Engine]):
+        self._engine = _once(make)
+
+    def embed_classes(self, dataset: Dataset) -> np.ndarray | None:
+        return self._engine().embed_classes(dataset)
+
+    def embed_shards(
+        self, dataset: Dataset, store: ShardStore, on_images: ProgressCallback, on_skip: SkipCallback | None
+    ) -> None:
+        self._engine().embed_shards(dataset, store, on_images, on_skip)
 
 
 def build_pairs(
@@ -576,6 +608,7 @@ def build_pairs(
     workers: int | None = None,
     gpus_per_worker: float | None = None,
     shard_size: int = DEFAULT_SHARD_SIZE,
+    on_ray_start: Callable[[], None] | None = None,
 ) -> BuildRun:
     """Build (or find cached) `splits` of every pair; each model is loaded at most once for all its pairs.
 
@@ -588,45 +621,53 @@ def build_pairs(
 
     `engine` "local" embeds in this process (`device`, `num_workers`, `skip_bad_images` and `draft_decode` apply to
     it only); "ray" on the Ray cluster at `address` (default: a local Ray started for this call; see
-    `tti_eval.ray_engine`) with `workers` model actors of `gpus_per_worker` GPUs each. Both write the same shards,
-    so either resumes the other's interrupted split."""
+    `tti_eval.ray_engine`) with `workers` model actors of `gpus_per_worker` GPUs each, started when a split first
+    needs building (`on_ray_start` hears it; a build with every split cached starts no Ray). Both write the same
+    shards, so either resumes the other's interrupted split."""
     splits = list(dict.fromkeys(Split(s) for s in splits))
     results: list[PairBuild] = []
     problems: list[str] = []
-    if engine == "ray":
-        from tti_eval.ray_engine import RayEngine, ray_session
+    with ExitStack() as stack:
+        if engine == "ray":
+            from tti_eval.ray_engine import RayEngine, ray_session
 
-        session = ray_session(address)
-    else:
-        session = nullcontext()
-    with session:
+            def start_ray() -> None:
+                if on_ray_start is not None:
+                    on_ray_start()
+                stack.enter_context(ray_session(address))
+
+            ray_started = _once(start_ray)
+
         # Pairs of one model run back to back and share one loader (or engine), so each model is loaded at most once.
         for model_title in dict.fromkeys(pair.model for pair in pairs):
             model_pairs = [p for p in pairs if p.model == model_title]
             first = model_pairs[0]  # a loading step names the model; any of its pairs will do
             on_load = partial(_report, progress, first, None, 0, 0)
             if engine == "ray":
-                # one engine for the model's pairs, made inside a pair's try: a bad option is that pair's problem
-                model_engine = cache(
-                    partial(
-                        RayEngine,
+                # one engine for the model's pairs, made on first use inside a pair's try: a bad option is that
+                # pair's problem
+
+                def ray_engine(model_title: str = model_title, on_load: Callable[[], None] = on_load) -> Engine:
+                    ray_started()
+                    return RayEngine(
                         model_title,
                         workers=workers,
                         gpus_per_worker=gpus_per_worker,
                         batch_size=batch_size,
                         on_load=on_load,
                     )
-                )
+
+                model_engine: Engine = _EngineOnFirstUse(ray_engine)
             else:
-                local = LocalEngine(_load_once(model_title, device, on_load), batch_size, num_workers, draft_decode)
-                model_engine = lambda local=local: local  # noqa: E731
+                load = _load_once(model_title, device, on_load)
+                model_engine = LocalEngine(load, batch_size, num_workers, draft_decode)
             for pair in model_pairs:
                 try:
                     built = build_embeddings(
                         pair,
                         splits,
                         overwrite=overwrite,
-                        engine=model_engine(),
+                        engine=model_engine,
                         skip_bad_images=skip_bad_images,
                         on_skip=on_skip,
                         draft_decode=draft_decode,

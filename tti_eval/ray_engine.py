@@ -70,13 +70,23 @@ def _connection_problem(address: str | None, error: Exception) -> str:
     return f"Cannot join the Ray cluster at {address} ({reason}); start one with `ray start --head` or fix --address."
 
 
-def _probe(dataset: Dataset) -> str | None:
-    """Runs on a node: None when it can read the dataset's first image, else why not."""
+# Images the driver tries for one it can read, which every node must then read too.
+_PROBED = 16
+
+
+def _probe(dataset: Dataset, index: int) -> str | None:
+    """Runs on a node: None when it can read the dataset's index-th image, else why not."""
     try:
-        dataset.get_image_and_label(0)
+        dataset.get_image_and_label(index)
     except Exception as e:  # any failure to read means the same thing to the user
         return f"{type(e).__name__}: {e}"
     return None
+
+
+def _readable_index(dataset: Dataset) -> int:
+    """The first of the first `_PROBED` images that reads here (0 if none does): a node that cannot read an image
+    the driver reads cannot reach the source, whereas one damaged image is the build's to report (or skip)."""
+    return next((i for i in range(min(len(dataset), _PROBED)) if "bad" not in read_item(dataset, i)), 0)
 
 
 def _prepare(model_factory: Callable[[], Model], prompts: list[list[str]]) -> tuple[np.ndarray | None, Any]:
@@ -176,10 +186,11 @@ class RayEngine:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         nodes = [node for node in self.ray.nodes() if node["Alive"] and node["Resources"].get("CPU")]
+        index = _readable_index(dataset)
         refs = [
             self._remote(
                 _probe, num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
-            ).remote(dataset)
+            ).remote(dataset, index)
             for node in nodes
         ]
         for node, ref in zip(nodes, refs, strict=True):
@@ -203,9 +214,15 @@ class RayEngine:
         self._check_readable(dataset)
         if self._preprocessor is None:
             self._on_a_worker([])
-        ranges = [{"start": store.rows(shard).start, "stop": store.rows(shard).stop} for shard in todo]
+        # One block per batch: with one per shard, a shard's images reached the model and the driver all at once
+        # (all 96 of a one-shard build in one piece), so decoding and the forward pass did not overlap.
+        ranges = [
+            {"start": start, "stop": min(start + self.batch_size, rows.stop)}
+            for rows in map(store.rows, todo)
+            for start in range(rows.start, rows.stop, self.batch_size)
+        ]
         data = (
-            self.ray.data.from_items(ranges)
+            self.ray.data.from_items(ranges, override_num_blocks=len(ranges))
             .flat_map(_indices)
             .map_batches(
                 _read_and_preprocess,

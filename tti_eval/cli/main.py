@@ -152,7 +152,9 @@ def build(
     num_workers: Annotated[
         int | None,
         typer.Option(
-            min=0, help="Workers that decode and preprocess images. Default: none on a small CPU, more on a GPU."
+            min=0,
+            help="Workers that decode and preprocess images. Default on a CPU: none with two free cores or fewer, "
+            "one per four beyond (at most 4); on a GPU: all cores but one (at most 8).",
         ),
     ] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or mps. Default: the best available.")] = None,
@@ -220,8 +222,6 @@ def build(
 
     skipped: list[tuple[str, str]] = []
     with progress_display() as display:
-        if engine is BuildEngine.RAY:
-            display.print(f"Building on Ray ({address or 'a local cluster'}) …", highlight=False)
         draw, print_pair = _build_drawing(display)
         run = build_pairs(
             pairs,
@@ -240,6 +240,7 @@ def build(
             draft_decode=draft_decode,
             reraise=console_module.DEBUG,
             engine=engine.value,
+            on_ray_start=lambda: display.print(f"Building on Ray ({address or 'a local cluster'}) …", highlight=False),
             **ray_options,
         )
     if skipped:
