@@ -67,7 +67,8 @@ def test_compare_in_a_real_terminal_of_100_columns(env, built):
     )
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
-    assert max(len(line) for line in lines) <= 100
+    # saved paths are printed whole, for the terminal to wrap, so that they copy in one piece
+    assert max(len(line) for line in lines if not line.startswith("Saved the comparison to ")) <= 100
     assert len(SCORE.findall(done.stdout)) == 4 and len(DIFFERENCE.findall(done.stdout)) == 2
     assert all(any(model in line for line in lines) for model in MODELS)  # names are not cut
     assert "Across datasets · wKNN" in done.stdout and "≈ best:" in done.stdout
@@ -138,7 +139,14 @@ def test_pairs_of_different_images_cannot_be_paired(env, built):
     assert "'tiny-openclip' and 'copy' cannot be paired" in " ".join(result.output.split())
 
 
-def test_evaluate_test_split_saves_a_self_describing_json(env):
+def test_evaluate_test_split_saves_a_self_describing_json(env, monkeypatch):
+    from tti_eval.plotting import confusion
+
+    titles = []
+    drawn = confusion.plot_confusion
+    monkeypatch.setattr(
+        confusion, "plot_confusion", lambda m, n, title, path: titles.append(title) or drawn(m, n, title, path)
+    )
     result = invoke(
         "evaluate", *PAIRS, "--split", "test", "--save", "--plot", "--per-class", "-e", "linear_probe", "-e", "wKNN"
     )
@@ -159,8 +167,12 @@ def test_evaluate_test_split_saves_a_self_describing_json(env):
     assert f"C = {probe.chosen['C']:.3g}, chosen on the validation split" in " ".join(result.output.split())
     assert "recall per class" in result.output and "digit 0" in result.output
     assert "linear_probe: Accuracy on the test split" in " ".join(result.output.split())
-    confusion = sorted((env / "evaluations").glob("*_confusion.png"))
-    assert len(confusion) == 4 and all(Image.open(path).size[0] > 300 for path in confusion)
+    pictures = sorted((env / "evaluations").glob("*_confusion.png"))
+    assert len(pictures) == 4 and all(Image.open(path).size[0] > 300 for path in pictures)
+    assert titles == [  # each names the model, the metric, the split and the images scored
+        f"{r.model} on {r.dataset} · {r.evaluator}\nAccuracy on the test split {r.score.value:.3f}, {r.n_scored} images"
+        for r in expected
+    ]
 
 
 class Structure(HTMLParser):

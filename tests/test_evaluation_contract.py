@@ -7,6 +7,7 @@ a new one is covered the moment it registers.
 """
 
 import csv
+import dataclasses
 import io
 from collections.abc import Iterator
 from dataclasses import fields
@@ -278,7 +279,7 @@ def test_chart_bars_and_error_bars_show_each_score(evaluator):
     results = grid_of_results(evaluator)
     axes = scores_figure(results, evaluator.spec.title).axes[0]
     assert axes.get_ylabel() == evaluator.spec.main_metric.label
-    datasets = [tick.get_text() for tick in axes.get_xticklabels()]
+    datasets = [tick.get_text().split("\n")[0] for tick in axes.get_xticklabels()]  # the image count is under it
     bars = [c for c in axes.containers if isinstance(c, BarContainer)]
     error_bars = [c for c in axes.containers if isinstance(c, ErrorbarContainer)]
     models = [text.get_text() for text in axes.get_legend().get_texts()]
@@ -290,6 +291,23 @@ def test_chart_bars_and_error_bars_show_each_score(evaluator):
             assert bar.get_height() == pytest.approx(score.value, abs=1e-12)
             assert sorted(segment[:, 1]) == pytest.approx([score.low, score.high], abs=1e-12)
             assert bar.get_x() + bar.get_width() / 2 == pytest.approx(segment[0, 0])
+
+
+def test_chart_names_the_metric_the_split_and_the_images_scored(evaluator):
+    from tti_eval.plotting.scores import scores_figure
+
+    results = [dataclasses.replace(r, split="test") for r in grid_of_results(evaluator)]
+    results[1] = dataclasses.replace(results[1], n_scored=results[1].n_scored - 1)  # beta scored one image fewer
+    axes = scores_figure(results, evaluator.spec.title).axes[0]
+    label = evaluator.spec.main_metric.label
+    assert axes.get_title().startswith(f"{evaluator.spec.title}: {label} on the test split\n")
+    one = [r.n_scored for r in results if r.dataset == "one"]
+    two = {r.n_scored for r in results if r.dataset == "two"}
+    assert len(set(one)) == 2 and len(two) == 1
+    assert [tick.get_text() for tick in axes.get_xticklabels()] == [
+        f"one\n{one[0]} or {one[1]} images",
+        f"two\n{two.pop()} images",
+    ]
 
 
 # ---------------------------------------------------------------- registering

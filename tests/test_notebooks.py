@@ -16,6 +16,9 @@ from nbclient import NotebookClient
 
 NOTEBOOKS_PATH = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_PATH.glob("*.ipynb"))
+# rich erasing a line to redraw it: a notebook keeps every frame of a live display (its `!` commands run under a
+# pseudo-terminal), so commands must print plain progress lines there.
+ERASE_LINE = "\x1b[2K"
 CELL_TIMEOUT_S = 300  # generous: the first cell that loads digits-clip trains it
 # What each quickstart must show inline, beyond running without errors: the charts and animations it promises.
 SHOWN_IMAGES = {
@@ -89,6 +92,8 @@ def test_notebook_runs_offline(path: Path, notebook_cache: Path, tmp_path: Path)
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     shown = {mime for output in outputs for mime in output.get("data", {}) if mime.startswith("image/")}
     assert SHOWN_IMAGES[path.name] <= shown
+    text = "".join(output.get("text", "") for output in outputs)
+    assert ERASE_LINE not in text, text
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)

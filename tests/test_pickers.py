@@ -7,7 +7,16 @@ import re
 import pytest
 import typer
 
-from tti_eval.cli.pickers import NOTHING_TICKED, pick_one, pick_pairs, pick_some, words_scorer
+from tests import terminal
+from tti_eval.cli.pickers import (
+    MULTI_KEYS,
+    NOTHING_TICKED,
+    pick_animation_models,
+    pick_one,
+    pick_pairs,
+    pick_some,
+    words_scorer,
+)
 from tti_eval.common import EmbeddingDefinition
 
 UP, DOWN, TAB, ENTER, CTRL_A, CTRL_R, CTRL_C = "\x1b[A", "\x1b[B", "\t", "\r", "\x01", "\x12", "\x03"
@@ -17,10 +26,11 @@ PAIRS = [
 ]
 
 
-def drive(keys: str | tuple[str, ...], pick, *args, **kwargs):
+def drive(keys: str | tuple[str, ...], pick, *args, codes: bool = False, **kwargs):
     """Run a picker on `keys` (a tuple: chunks typed half a second apart, so a filter or a message shows before
     the next keys), then Ctrl-C, so a picker that stays open ends instead of waiting. Returns its result and the
-    screen it drew, without escape codes."""
+    screen it drew, without escape codes; with `codes`, the output as written until that Ctrl-C (for
+    `terminal.screen`), and None as the result of a picker still open then."""
     import threading
     import time
 
@@ -30,21 +40,29 @@ def drive(keys: str | tuple[str, ...], pick, *args, **kwargs):
     from prompt_toolkit.output.vt100 import Vt100_Output
 
     chunks = (keys,) if isinstance(keys, str) else keys
-    screen = io.StringIO()
+    screen, before_cancel = io.StringIO(), []
     output = Vt100_Output(screen, lambda: Size(rows=30, columns=150), term="xterm")
     with create_pipe_input() as pipe, create_app_session(input=pipe, output=output):
 
         def type_keys() -> None:
-            for chunk in (*chunks, CTRL_C):
+            for chunk in chunks:
                 pipe.send_text(chunk)
                 time.sleep(0.5)
+            before_cancel.append(screen.getvalue())
+            pipe.send_text(CTRL_C)
 
         typist = threading.Thread(target=type_keys)
         typist.start()
         try:
             result = pick(*args, **kwargs)
+        except typer.Exit:
+            if not codes:
+                raise
+            result = None
         finally:
             typist.join()
+    if codes:
+        return result, before_cancel[0]
     return result, re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]|\x1b[=>]", "", screen.getvalue())
 
 
@@ -101,6 +119,21 @@ def test_the_header_names_the_order_and_the_hidden_pairs_and_keys():
         "siglip_small/plants",
         "clip/plants",
     ]  # grouped by model, in the order given
+
+
+def test_a_ticked_line_is_marked_apart_from_the_cursor():
+    picked, raw = drive(DOWN + TAB, pick_pairs, PAIRS, codes=True)  # Tab ticks and moves down
+    assert picked is None
+    shown = terminal.screen(raw)
+    assert {"│ ✓ siglip_small/plants", "│❯  tinyclip/plants"} <= {line[:-1].rstrip() for line in shown}, shown
+    assert len(MULTI_KEYS) <= 100  # the key line fits a 100-column terminal unbroken
+
+
+def test_animate_asks_for_its_from_and_to_models_by_their_argument_names():
+    picked, screen = drive((DOWN + ENTER, ENTER), pick_animation_models, ["clip", "siglip", "tinyclip"])
+    assert picked == ("siglip", "clip")
+    assert "FROM_MODEL, whose map the animation starts from: siglip" in screen
+    assert "TO_MODEL, whose map siglip's morphs into: clip" in screen
 
 
 def test_ctrl_c_says_cancelled_and_exits_130(capsys):

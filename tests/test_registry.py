@@ -300,7 +300,7 @@ def test_a_build_of_a_model_whose_module_exits_fails_instead_of_ending_the_proce
         text=True,
     )
     assert (
-        result.returncode == 1 and "sys.exit(0)" in result.stdout and "Traceback" not in result.stdout + result.stderr
+        result.returncode == 1 and "sys.exit(0)" in result.stderr and "Traceback" not in result.stdout + result.stderr
     )
 
 

@@ -190,3 +190,25 @@ def test_most_confused_pairs_beyond_the_limit(tmp_path):
     assert [label.get_text() for label in axes.get_yticklabels()] == ["c3 → c7", "c5 → c2", "c8 → c9", "c11 → c12"]
     path = plot_confusion(matrix, names, "t", tmp_path / "confusion.png")
     assert path.read_bytes().startswith(PNG)
+
+
+def test_confusion_pictures_name_the_model_metric_split_and_images(run, tmp_path, monkeypatch):
+    from tti_eval.report import html
+
+    titles = []
+
+    def recording(matrix, class_names, title):
+        titles.append(title)
+        return confusion_figure(matrix, class_names, title)
+
+    monkeypatch.setattr(html, "confusion_figure", recording)
+    write_report(run, tmp_path / "report.html")
+    expected = []
+    for group in (g for g in run.groups if g.per_class):
+        value = {r.model: r.value for r in group.results}
+        shows = f"{group.metric} on the {group.split} split"
+        expected += [
+            f"{p.model} on {group.dataset} · {group.evaluator}\n{shows} {value[p.model]:.3f}, {group.n} images"
+            for p in group.per_class
+        ]
+    assert titles == expected and len(titles) == 6

@@ -71,7 +71,7 @@ def compare(
     print_comparison(comparison, per_class)
     if save and comparison.groups:
         json_path, markdown_path = save_comparison(comparison, comparisons_folder())
-        console.print(f"Saved the comparison to {json_path} and {markdown_path}", highlight=False)
+        console.print(f"Saved the comparison to {json_path} and {markdown_path}", highlight=False, soft_wrap=True)
     if missing or not comparison.groups:
         raise typer.Exit(1)
 

@@ -6,13 +6,16 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 
 from tti_eval.common.errors import TTIEvalError
+
+if TYPE_CHECKING:
+    from tti_eval.common.progress import Display
 
 console = Console()
 DEBUG = False  # set by the global --debug option: errors keep their traceback instead of becoming one line
@@ -51,6 +54,28 @@ def configure_logging() -> None:
         root.addHandler(rich_handler())
     for name in _SELF_PRINTING_LOGGERS:
         logging.getLogger(name).propagate = False
+
+
+# Set before the libraries are imported (inside the commands), which read them once: their bars would otherwise draw
+# over tti-eval's one display, or fill a notebook cell with redraws. Our display shows what they were doing.
+_LIBRARY_PROGRESS_SWITCHES = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+
+
+def silence_library_progress_bars() -> None:
+    """Turn off huggingface_hub's, transformers' and datasets' own progress bars, unless the user chose otherwise."""
+    for name, value in _LIBRARY_PROGRESS_SWITCHES.items():
+        os.environ.setdefault(name, value)
+
+
+@contextlib.contextmanager
+def progress_display() -> "Iterator[Display]":
+    """The command's one progress display, on stderr beside the log lines and warnings, so that on a terminal rich
+    prints those above the bars rather than through them; plain lines where stderr is not a terminal. Print through
+    the display while it runs."""
+    from tti_eval.common.progress import display_for, showing
+
+    with showing(display_for(err_console)) as display:
+        yield display
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

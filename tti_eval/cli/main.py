@@ -15,7 +15,15 @@ from tti_eval.common.errors import TTIEvalError
 from tti_eval.common.split import DEFAULT_SPLITS, Split
 
 from . import console as console_module
-from .console import configure_logging, console, interrupt_exits_130_from_now_on, user_errors, warn
+from .console import (
+    configure_logging,
+    console,
+    interrupt_exits_130_from_now_on,
+    progress_display,
+    silence_library_progress_bars,
+    user_errors,
+    warn,
+)
 from .help_text import DEFAULT_REDUCTION, EVALUATOR_DESCRIPTIONS, LINEAR_PROBE_DEFAULTS, REDUCTIONS
 from .selection import (
     DatasetOption,
@@ -28,10 +36,10 @@ from .selection import (
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.progress import Progress
     from rich.table import Table
 
     from tti_eval.common import EmbeddingDefinition
+    from tti_eval.common.progress import Display, Task
     from tti_eval.comparison.results import PerClassResult
     from tti_eval.compute import BuildProgress, PairBuild
     from tti_eval.evaluation import EvaluationResult, EvaluationRun
@@ -69,6 +77,7 @@ def main(
 ) -> None:
     """Evaluate text-image embedding models on your own image-classification data."""
     configure_logging()
+    silence_library_progress_bars()
     console_module.DEBUG = debug
 
 
@@ -205,14 +214,15 @@ def build(
 
         kept = pairs_kept_as_cached(pairs, splits, draft_decode)
         for pair in kept:
-            _print_splits(console, pair, dict.fromkeys(splits, False))
+            _print_splits(console_module.err_console, pair, dict.fromkeys(splits, False))  # where built ones go
         pairs = [pair for pair in pairs if pair not in kept]
         if not pairs:
             return
     from tti_eval.compute import build_pairs
 
     skipped: list[tuple[str, str]] = []
-    with _build_progress() as progress:
+    with progress_display() as display:
+        draw, print_pair = _build_drawing(display)
         run = build_pairs(
             pairs,
             splits,
@@ -220,9 +230,9 @@ def build(
             batch_size=batch_size,
             num_workers=num_workers,
             device=device,
-            progress=_draw_build_step(progress),
-            on_pair=lambda outcome: _print_pair(progress.console, outcome),
-            on_note=lambda pair, split, text: progress.console.print(
+            progress=draw,
+            on_pair=print_pair,
+            on_note=lambda pair, split, text: display.print(
                 f"[dim]•[/] {pair} ({split.value}) {text}", highlight=False
             ),
             skip_bad_images=skip_bad_images,
@@ -230,7 +240,7 @@ def build(
             draft_decode=draft_decode,
             reraise=console_module.DEBUG,
             engine=engine.value,
-            on_ray_start=lambda: progress.console.print(f"Building on Ray ({address or 'a local cluster'}) …"),
+            on_ray_start=lambda: display.print(f"Building on Ray ({address or 'a local cluster'}) …", highlight=False),
             **ray_options,
         )
     if skipped:
@@ -241,47 +251,35 @@ def build(
         raise typer.Exit(1)
 
 
-def _build_progress() -> "Progress":
-    """One bar per (pair, split) with images/s and ETA; transient, so only the ✓/✗ lines stay on screen."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
-    from rich.text import Text
-
-    class ImagesPerSecond(ProgressColumn):
-        def render(self, task) -> Text:
-            return Text(f"{task.speed:,.1f} img/s" if task.speed else "… img/s", style="progress.data.speed")
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), ImagesPerSecond())
-    return Progress(*columns, TimeRemainingColumn(), console=console, transient=True)
-
-
-def _draw_build_step(progress: "Progress") -> Callable[["BuildProgress"], None]:
-    tasks: dict[tuple, int] = {}
+def _build_drawing(display: "Display") -> tuple[Callable[["BuildProgress"], None], Callable[["PairBuild | str"], None]]:
+    """What `build` hands `build_pairs`: a task per (pair, split) on the command's display, and each pair's ✓/✗ line
+    (which also ends the tasks of a pair that failed part-way)."""
+    tasks: dict[tuple, Task] = {}
 
     def draw(step: "BuildProgress") -> None:
         if step.split is None:
-            progress.console.print(f"Loading model [bold]{step.pair.model}[/] …")
+            display.print(f"Loading model [bold]{step.pair.model}[/] …", highlight=False)
             return
         key = (step.pair, step.split)
         if key not in tasks:
-            # completed from the start: images a previous run embedded must not count towards this run's speed
-            tasks[key] = progress.add_task(
-                f"{step.pair} ({step.split.value})", total=step.total, completed=step.resumed
-            )
-        progress.update(tasks[key], completed=step.done)
+            # images a previous run embedded count as done, not towards this run's speed
+            tasks[key] = display.task(f"{step.pair} ({step.split.value})", step.total, completed=step.resumed)
+        tasks[key].update(step.done)
         if step.done >= step.total:
-            progress.remove_task(tasks.pop(key))
+            display.finish(tasks.pop(key))
 
-    return draw
+    def print_pair(outcome: "PairBuild | str") -> None:
+        if isinstance(outcome, str):
+            for key in list(tasks):  # pairs build one after another: what is still open is this pair's
+                display.drop(tasks.pop(key))
+            display.print(f"[bold red]✗[/] {outcome}", highlight=False)
+            return
+        _print_splits(display, outcome.pair, outcome.built)
+
+    return draw, print_pair
 
 
-def _print_pair(out: "Console", outcome: "PairBuild | str") -> None:
-    if isinstance(outcome, str):
-        out.print(f"[bold red]✗[/] {outcome}", highlight=False)
-        return
-    _print_splits(out, outcome.pair, outcome.built)
-
-
-def _print_splits(out: "Console", pair: "EmbeddingDefinition", built: dict[Split, bool]) -> None:
+def _print_splits(out: "Console | Display", pair: "EmbeddingDefinition", built: dict[Split, bool]) -> None:
     for split, now in built.items():
         status = "[green]built[/]" if now else "[dim]already cached[/]"
         out.print(f"[green]✓[/] {pair} ({split.value}) {status}", highlight=False)
@@ -437,13 +435,11 @@ def run_with_progress(
     params: dict | None = None,
     per_class: bool = True,
 ) -> "EvaluationRun":
-    """`run_evaluation` behind a transient progress bar; its problems are printed as warnings."""
-    from rich.progress import Progress
-
+    """`run_evaluation` behind the command's progress display; its problems are printed as warnings."""
     from tti_eval.evaluation import run_evaluation
 
-    with Progress(transient=True, console=console) as progress:
-        task = progress.add_task("Evaluating", total=len(pairs) * len(evaluators))
+    with progress_display() as display:
+        task = display.task("Evaluating", len(pairs) * len(evaluators), unit="evaluator runs")
         run = run_evaluation(
             evaluators,
             pairs,
@@ -451,8 +447,9 @@ def run_with_progress(
             split=split.value,
             search=search,
             per_class=per_class,
-            progress=lambda done, total, what: progress.update(task, completed=done, description=what),
+            progress=lambda done, total, what: task.update(done, note=what if done < total else ""),
         )
+        display.finish(task)
     for problem in run.problems:
         warn(problem)
     return run
@@ -513,9 +510,11 @@ def evaluate(
         if save:
             from tti_eval.evaluation.records import write_json
 
-            console.print(f"Saved the scores to {write_csv(run.results, csv_path, run.skipped)}", highlight=False)
+            console.print(
+                f"Saved the scores to {write_csv(run.results, csv_path, run.skipped)}", highlight=False, soft_wrap=True
+            )
             json_path = write_json(run.results, csv_path.with_suffix(".json"), skipped=run.skipped)
-            console.print(f"Saved every figure and its provenance to {json_path}", highlight=False)
+            console.print(f"Saved every figure and its provenance to {json_path}", highlight=False, soft_wrap=True)
         if plot:
             _plot(run.results, csv_path)
     if missing or run.problems:
@@ -523,16 +522,18 @@ def evaluate(
 
 
 def _plot(results: "Sequence[EvaluationResult]", csv_path) -> None:
-    from tti_eval.plotting.confusion import plot_confusion
+    from tti_eval.plotting.confusion import confusion_title, plot_confusion
     from tti_eval.plotting.scores import plot_scores
 
     for title in dict.fromkeys(r.evaluator for r in results):
         path = plot_scores(results, title, csv_path.with_name(f"{csv_path.stem}_{title}.png"))
-        console.print(f"Saved the {title} chart to {path}", highlight=False)
+        console.print(f"Saved the {title} chart to {path}", highlight=False, soft_wrap=True)
     written = []
     for r in (r for r in results if r.per_class is not None):
         names = [c.name for c in r.per_class.classes]
-        title = f"{r.model} on {r.dataset} ({r.split}) · {r.evaluator}"
+        title = confusion_title(
+            r.model, r.dataset, r.evaluator, r.main_metric.label, r.split, r.score.value, r.n_scored
+        )
         name = f"{csv_path.stem}_{r.evaluator}_{r.model}_{r.dataset}_confusion.png"
         written.append(plot_confusion(r.per_class.confusion_matrix, names, title, csv_path.with_name(name)))
     if written:
@@ -540,6 +541,7 @@ def _plot(results: "Sequence[EvaluationResult]", csv_path) -> None:
             f"Saved {len(written)} confusion matrices ({csv_path.stem}_<evaluator>_<model>_<dataset>_confusion.png) "
             f"to {csv_path.parent}",
             highlight=False,
+            soft_wrap=True,  # a path broken across lines cannot be copied
         )
 
 
@@ -585,20 +587,17 @@ def scores_table(title: str, results: "Sequence[EvaluationResult]", width: int |
     models, and if it is still too wide each interval goes under its score."""
     from rich.table import Table
 
+    from tti_eval.evaluation._metrics import images_scored, scored_on
+
     datasets = list(dict.fromkeys(r.dataset for r in results))
     models = list(dict.fromkeys(r.model for r in results))
     cells = {(r.model, r.dataset): r for r in results}
-    metric = results[0].main_metric.label
-    splits = " / ".join(dict.fromkeys(r.split for r in results))
+    shows = scored_on(results[0].main_metric.label, (r.split for r in results))
     marked = "≈ approximate search (see the note), " if any(r.approximate for r in results) else ""
-    table = Table(
-        title=f"{title}: {metric} on the {splits} split [dim]({marked}95 % interval in brackets)[/]",
-        title_justify="left",
-    )
+    table = Table(title=f"{title}: {shows} [dim]({marked}95 % interval in brackets)[/]", title_justify="left")
 
     def scored(dataset: str, between: str = "\n") -> str:
-        sizes = dict.fromkeys(str(r.n_scored) for r in results if r.dataset == dataset)
-        return f"{dataset}{between}[dim]{' or '.join(sizes)} images[/]"
+        return f"{dataset}{between}[dim]{images_scored(r.n_scored for r in results if r.dataset == dataset)}[/]"
 
     mark_width = len("≈ ") if marked else 0
     wide_cell, narrow_cell = mark_width + len("0.0000 (0.000–0.000)"), max(mark_width + 6, len("(0.000–0.000)"))
@@ -672,14 +671,17 @@ def animate(
                 f"{pair} has no {split.value} embeddings; run `{build_command(pair)} --split {split.value}` first."
             )
     _warn_stale(pairs, (split,))
-    with console.status(f"Reducing embeddings with {reduction} and drawing the animation …"):
+    from tti_eval.common.progress import task
+
+    with progress_display(), task(f"Reducing embeddings with {reduction} and drawing the animation", None):
         path = build_animation(pairs[0], pairs[1], split=split, reduction=reduction, interactive=interactive)
     if path is not None:
-        console.print(f"Saved the animation to {path}", highlight=False)
+        # soft_wrap: never break a path across lines (a notebook's or log's 80 columns would), so it can be copied
+        console.print(f"Saved the animation to {path}", highlight=False, soft_wrap=True)
 
 
 def _pick_animation(split: Split) -> tuple[str, str, str]:
-    from .pickers import pick_one, pick_two, require_terminal
+    from .pickers import pick_animation_models, pick_one, require_terminal
 
     require_terminal("a dataset and two models", "give FROM_MODEL TO_MODEL DATASET as arguments")
     models_by_dataset: dict[str, list[str]] = {}
@@ -691,7 +693,7 @@ def _pick_animation(split: Split) -> tuple[str, str, str]:
             f"No dataset has {split.value} embeddings of two models yet; build a second model with `tti-eval build`."
         )
     dataset = pick_one(choices, "Pick a dataset")
-    first, second = pick_two(models_by_dataset[dataset], "Pick two models")
+    first, second = pick_animation_models(models_by_dataset[dataset])
     return first, second, dataset
 
 

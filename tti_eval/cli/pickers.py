@@ -16,9 +16,10 @@ from tti_eval.common.errors import TTIEvalError
 
 from .console import err_console
 
-MULTI_KEYS = (
-    "Tab: tick · Ctrl-A: tick all · Ctrl-R: invert ticks · type words to filter · Enter: confirm · Ctrl-C: cancel"
-)
+# One line in a 100-column terminal: wrapped, it broke "Ctrl-C: cancel" in two.
+MULTI_KEYS = "Tab: tick · Ctrl-A: tick all · Ctrl-R: invert · type to filter · Enter: confirm · Ctrl-C: cancel"
+# A ticked line's mark; InquirerPy's default is the cursor's own ❯, so a ticked line and the cursor looked alike.
+TICK = "✓ "
 NOTHING_TICKED = "Nothing is ticked: press Tab on each line you want (Ctrl-A ticks all), then Enter."
 NAMED_ON_THE_COMMAND_LINE = "name them with --model/--dataset, --model-dataset MODEL/DATASET or --suite FILE"
 
@@ -81,6 +82,8 @@ def _fuzzy(options: Sequence[Any], message: str, instruction: str = "", *, multi
         invalid_message=NOTHING_TICKED,
         transformer=(lambda picked: f"{len(picked)} picked: {', '.join(picked)}") if multiselect else None,
         border=True,
+        marker=TICK,
+        marker_pl=" " * len(TICK),
     )
     return _execute(prompt)
 
@@ -113,7 +116,8 @@ def pick_some(options: Sequence[str], message: str, instruction: str = "") -> li
     return _fuzzy(options, message, instruction, multiselect=True)
 
 
-def pick_two(options: Sequence[str], message: str) -> tuple[str, str]:
-    first = pick_one(options, f"{message}: from")
-    second = pick_one([o for o in options if o != first], f"{message}: to")
+def pick_animation_models(models: Sequence[str]) -> tuple[str, str]:
+    """`animate`'s FROM_MODEL, then its TO_MODEL among the others, each asked for by its argument's name."""
+    first = pick_one(models, "FROM_MODEL, whose map the animation starts from")
+    second = pick_one([m for m in models if m != first], f"TO_MODEL, whose map {first}'s morphs into")
     return first, second

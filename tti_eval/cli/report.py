@@ -84,4 +84,4 @@ def report(
         raise TTIEvalError(f"{source} holds no results that can be compared; save a comparison with compare --save.")
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     path = write_report(run, get_settings().output_path / "reports" / f"report_{stamp}.html", animations_for(run))
-    console.print(f"Saved the report of {source.name} to {path}", highlight=False)
+    console.print(f"Saved the report of {source.name} to {path}", highlight=False, soft_wrap=True)

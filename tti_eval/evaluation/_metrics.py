@@ -5,7 +5,7 @@ retrieval scores), so an interval costs resampling those arrays, never re-runnin
 evaluator resample with the same seed, hence the same resamples, and the intervals of a run are reproducible.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,16 @@ TOP5_ACCURACY = Metric("top5_accuracy", "Top-5 accuracy")
 MEAN_PER_CLASS_RECALL = Metric("mean_per_class_recall", "Mean per-class recall")
 # What every classifier reports (top-5 only with 5 classes or more: below that it is always 1).
 CLASSIFICATION_METRICS = (ACCURACY, TOP5_ACCURACY, MEAN_PER_CLASS_RECALL)
+
+
+def scored_on(metric_label: str, splits: Iterable[str]) -> str:
+    """How every table and chart names what it shows, e.g. "Accuracy on the validation split"."""
+    return f"{metric_label} on the {' / '.join(dict.fromkeys(splits))} split"
+
+
+def images_scored(counts: Iterable[int]) -> str:
+    """How many images a score is over, e.g. "270 images" ("270 or 268 images" where models scored different sets)."""
+    return f"{' or '.join(dict.fromkeys(str(n) for n in counts))} images"
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from tti_eval.common.atomic import atomic_write
+from tti_eval.evaluation._metrics import images_scored, scored_on
 
 MAX_MATRIX_CLASSES = 40  # beyond this, class names on the axes overlap at any figure size that fits a page
 TOP_PAIRS = 25
@@ -36,6 +37,14 @@ def most_confused_pairs(matrix: np.ndarray, top: int = TOP_PAIRS) -> list[tuple[
         (int(true[k]), int(predicted[k]), float(rates[true[k], predicted[k]]), int(matrix[true[k], predicted[k]]))
         for k in order
     ]
+
+
+def confusion_title(
+    model: str, dataset: str, evaluator: str, metric_label: str, split: str, value: float, n_scored: int
+) -> str:
+    """A confusion matrix's title: whose it is, and the score it goes with (metric, split, images), as tables say it."""
+    shows = f"{scored_on(metric_label, [split])} {value:.3f}, {images_scored([n_scored])}"
+    return f"{model} on {dataset} · {evaluator}\n{shows}"
 
 
 def _matrix_figure(matrix: np.ndarray, class_names: Sequence[str], title: str) -> Figure:

@@ -14,6 +14,7 @@ from natsort import natsorted, ns
 
 from tti_eval.common.atomic import atomic_write
 from tti_eval.evaluation import EvaluationResult
+from tti_eval.evaluation._metrics import images_scored, scored_on
 
 
 def plot_scores(results: Sequence[EvaluationResult], evaluator_title: str, path: Path) -> Path:
@@ -52,14 +53,17 @@ def scores_figure(results: Sequence[EvaluationResult], evaluator_title: str) -> 
         )
         labels = [f"{v:.3f}" if np.isfinite(v) else "" for v in values]
         axes.bar_label(bars, labels=labels, label_type="center", rotation=90, fontsize=8, color="white")
+    # each dataset with the number of images its scores are over, as in the tables
+    labels = [f"{d}\n{images_scored(r.n_scored for r in mine if r.dataset == d)}" for d in datasets]
     axes.set_xticks(
-        positions, datasets, rotation=30 if len(datasets) > 4 else 0, ha="right" if len(datasets) > 4 else "center"
+        positions, labels, rotation=30 if len(datasets) > 4 else 0, ha="right" if len(datasets) > 4 else "center"
     )
     axes.set_xlabel("Dataset")
     axes.set_ylabel(mine[0].main_metric.label)
     axes.set_ylim(0, 1.05)
     axes.grid(axis="y", alpha=0.3)
     axes.set_axisbelow(True)
-    axes.set_title(f"{evaluator_title} (error bars: 95 % bootstrap interval)")
+    shows = scored_on(mine[0].main_metric.label, (r.split for r in mine))
+    axes.set_title(f"{evaluator_title}: {shows}\n(error bars: 95 % bootstrap interval)")
     axes.legend(title="Model", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return figure

@@ -18,7 +18,7 @@ from tti_eval.comparison.writers import (
     leaderboard_rows,
     per_class_rows,
 )
-from tti_eval.plotting.confusion import MAX_MATRIX_CLASSES, confusion_figure
+from tti_eval.plotting.confusion import MAX_MATRIX_CLASSES, confusion_figure, confusion_title
 
 from .charts import group_chart, png_bytes
 
@@ -101,9 +101,13 @@ def _group_section(group: GroupComparison) -> str:
             )
             parts.append(_per_class_table(group.per_class))
         figures = []
+        values = {result.model: result.value for result in group.results}
         for model in group.per_class:
             names = [c.name for c in model.classes]
-            figure = confusion_figure(model.confusion_matrix, names, model.model)
+            title = confusion_title(
+                model.model, group.dataset, group.evaluator, group.metric, group.split, values[model.model], group.n
+            )
+            figure = confusion_figure(model.confusion_matrix, names, title)
             alt = f"confusion of {model.model} on {group.dataset}"
             figures.append(f"<figure>{_image(png_bytes(figure), 'image/png', alt)}</figure>")
         parts.append(f'<div class="grid">{"".join(figures)}</div>')

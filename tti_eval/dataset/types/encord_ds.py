@@ -19,11 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from rich.progress import track
-
 from tti_eval.common.atomic import atomic_write
 from tti_eval.common.base import Split
 from tti_eval.common.errors import DefinitionError, TTIEvalError
+from tti_eval.common.progress import task
 from tti_eval.common.settings import get_settings
 from tti_eval.dataset.base import ImageFileDataset
 from tti_eval.dataset.splits import SPLIT_SEED, random_splits
@@ -47,9 +46,9 @@ def download(url: str, destination: Path) -> None:
 def _download_all(jobs: list[tuple[str, Path]], description: str) -> None:
     if not jobs:
         return
-    with ThreadPoolExecutor(max_workers=MAX_WORKERS) as pool:
-        for _ in track(pool.map(lambda job: download(*job), jobs), description=description, total=len(jobs)):
-            pass
+    with ThreadPoolExecutor(max_workers=MAX_WORKERS) as pool, task(description, len(jobs)) as downloading:
+        for _ in pool.map(lambda job: download(*job), jobs):
+            downloading.advance()
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -16,11 +16,11 @@ from typing import Any
 import open_clip
 import torch
 from open_clip.loss import ClipLoss
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tti_eval.common.atomic import atomic_write, remove_stale_temp_files
 from tti_eval.common.base import Split
 from tti_eval.common.errors import TTIEvalError
+from tti_eval.common.progress import task
 from tti_eval.dataset import DatasetProvider
 from tti_eval.dataset.base import Dataset
 from tti_eval.model.types.open_clip_model import LocalCLIPModel
@@ -103,8 +103,8 @@ def _fit(model: torch.nn.Module, transform, tokenizer, dataset: Dataset, epochs:
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=LEARNING_RATE, total_steps=total_steps)
     loss_fn = ClipLoss()
     model.train()
-    with _training_progress() as progress:
-        task = progress.add_task(description, total=total_steps, loss=math.nan)
+    # kept: the closing line stays on screen as the record that this model was trained here
+    with task(description, total_steps, unit="steps", keep=True) as training:
         for step in range(total_steps):
             if step % steps_per_epoch == 0:
                 shuffled = [m[torch.randperm(len(m))] for m in members]
@@ -122,7 +122,7 @@ def _fit(model: torch.nn.Module, transform, tokenizer, dataset: Dataset, epochs:
             schedule.step()
             with torch.no_grad():
                 model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-            progress.update(task, advance=1, loss=loss.item())
+            training.advance(note=f"loss {loss.item():.3f}")
     _recalibrate_batch_norm(model, images)
     model.eval()
 
@@ -141,17 +141,6 @@ def _recalibrate_batch_norm(model: torch.nn.Module, images: torch.Tensor, batch_
             model.encode_image(images[start : start + batch_size])
     for norm, momentum in norms.items():
         norm.momentum = momentum
-
-
-def _training_progress() -> Progress:
-    # Not transient: the finished bar stays on screen as the record that this model was trained here.
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.3f}"),
-        TimeElapsedColumn(),
-    )
 
 
 @contextmanager
