@@ -37,6 +37,7 @@ there (`pairwise_distance_gpu`, the same ‖x‖² + ‖y‖² − 2x·y in floa
 everything after them stays as above, so the neighbours are the same exact ones.
 """
 
+import functools
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -114,14 +115,25 @@ def _candidates_kept(k: int, n_other: int) -> int:
 def _in_parts(n: int, work: Callable[[slice], None], smallest: int = 256) -> None:
     """work(part) for contiguous parts of range(n), on as many threads as faiss uses: numpy and faiss release the
     GIL in their loops, and the parts are independent, so that how many there are cannot change a result."""
-    threads = max(1, min(faiss.omp_get_max_threads(), n // smallest))
-    parts = [slice(int(p[0]), int(p[-1]) + 1) for p in np.array_split(np.arange(n), threads) if len(p)]
+    threads = faiss.omp_get_max_threads()
+    parts = [
+        slice(int(p[0]), int(p[-1]) + 1)
+        for p in np.array_split(np.arange(n), max(1, min(threads, n // smallest)))
+        if len(p)
+    ]
     if len(parts) == 1:
         work(parts[0])
         return
-    with ThreadPoolExecutor(len(parts)) as pool:
-        for done in [pool.submit(work, part) for part in parts]:
-            done.result()
+    for done in [_pool(threads).submit(work, part) for part in parts]:
+        done.result()
+
+
+@functools.cache
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """One pool per thread count, kept for the process: a search calls `_in_parts` for every tile, and starting
+    fresh threads each time cost seconds at 100k × 20k (a new thread waits to be scheduled while faiss's OpenMP
+    threads spin)."""
+    return ThreadPoolExecutor(threads, thread_name_prefix="tti-eval-neighbours")
 
 
 def _chunks_of(part: slice) -> list[slice]:
