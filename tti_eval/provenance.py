@@ -273,8 +273,9 @@ def kept_as_cached(
 ) -> bool:
     """Whether `build` can keep a cached split without opening its dataset or loading its model (so without importing
     torch): the file is complete, its fingerprint is fresh by the readers' check, it was decoded as `draft_decode`
-    asks, and nothing in it needs the dataset's type to re-check (no hub fingerprint, no Encord label versions: for
-    local sources the recorded file stats already say whether the images changed).
+    asks, and nothing in it needs the dataset's type to re-check: no source identity of the type's own (for local
+    sources the recorded file stats already say whether the images changed), or one that cannot have changed (a hub
+    dataset's fingerprint while HF_HUB_OFFLINE is set), but not Encord's label versions.
 
     False leaves the decision to the full check, which opens the dataset: a missing, damaged or stale file, unknown
     provenance, or a source only its type can check."""
@@ -288,9 +289,12 @@ def kept_as_cached(
         state = split_state(definition, split, memo=memo)
     except CacheError:
         return False
-    if state.status != "fresh":
+    if state.status != "fresh" or state.fingerprint.get("draft_decode", False) != draft_decode:
         return False
-    return not state.fingerprint.get("images") and state.fingerprint.get("draft_decode", False) == draft_decode
+    return (
+        not state.fingerprint.get("images")
+        or DatasetProvider.registry.spec(definition.dataset).source_identity_is_pinned()
+    )
 
 
 def pairs_kept_as_cached(
