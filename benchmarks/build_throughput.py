@@ -18,10 +18,16 @@ difference in 8-bit levels, and for ViT-B-32 (random init: the only CLIP availab
 embeddings and the embedding change relative to the median distance between different images.
 
     python benchmarks/build_throughput.py [--cases digits,photo-500x375,photo-4000x3000] [--images 512]
-        [--large-images 32] [--batch-size 32] [--models vit-b-32,tiny] [--repeat 2]
+        [--large-images 32] [--batch-size 32] [--models vit-b-32,tiny] [--repeat 2] [--original PATH]
 
-Workers: `vit-b-32` uses the engine's default for a CPU (what `tti-eval build` does); `tiny` uses one worker per core,
-as a GPU build would, so that decoding runs in parallel.
+Workers: both models get the engine's own choice (what `tti-eval build` does on a CPU: the first batch is timed on
+one thread and `workers_for_stage_times` picks the workers for the rest); each result reports the first batch's
+times and the workers chosen.
+
+`--original PATH` also measures the original tti-eval (github.com/encord-team/text-to-image-eval, a checkout at PATH,
+run with this environment's packages) on the same images with the same `tiny` model: its own `compute_embeddings`
+(datasets' imagefolder loader, open_clip's transform per image, batch 50, no workers). The original and ours run in
+turn, each in its own process, `--rounds` times, so that load on a shared machine falls on both alike.
 """
 
 import argparse
@@ -132,24 +138,66 @@ def _timed(run, repeat: int) -> tuple[float, list[float]]:
     return min(all_seconds), all_seconds  # other work on a shared machine only ever adds time
 
 
+def _timed_result(n: int, run, repeat: int) -> dict:
+    import torch
+
+    seconds, all_seconds = _timed(run, repeat)
+    return {
+        "images": n,
+        "seconds": seconds,
+        "all_seconds": all_seconds,
+        "images_per_s": round(n / seconds, 2),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def measure_original(checkout: Path, model_key: str, root: Path, config_dir: Path, repeat: int) -> dict:
+    """The original tool's build of the images at `root`, imported from `checkout` instead of this tree."""
+    # Its package has no __init__.py: drop this project from the path so that the checkout's namespace package loads.
+    sys.path[:] = [str(checkout)] + [p for p in sys.path if not (Path(p) / "tti_eval" / "__init__.py").is_file()]
+    os.environ["TTI_EVAL_CACHE_PATH"] = str(root.parent / "original-cache")
+    import open_clip
+
+    from tti_eval.common import Split
+    from tti_eval.compute import compute_embeddings
+    from tti_eval.dataset.types.hugging_face import HFDataset
+    from tti_eval.model.types.open_clip_model import OpenCLIPModel
+
+    assert Path(open_clip.__file__).is_file() and str(checkout) in str(sys.modules["tti_eval.compute"].__file__)
+    open_clip.add_model_config(config_dir)
+    model = OpenCLIPModel("bench-model", device="cpu", title_in_source=ARCHITECTURES[model_key])
+    dataset = HFDataset("bench-images", split=Split.ALL, title_in_source=str(root))
+    return _timed_result(len(dataset), lambda: compute_embeddings(model, dataset), repeat)
+
+
 def measure(model_key: str, mode: str, root: Path, config_dir: Path, batch_size: int, repeat: int, draft: bool) -> dict:
     """One measurement, run in its own process by `main`: a warm-up run, then the fastest of `repeat` timed runs."""
     import multiprocessing
 
     import torch
 
+    from tti_eval import compute
     from tti_eval.common.malloc import freed_memory_kept
-    from tti_eval.compute import compute_embeddings, default_num_workers, draft_min_size
+    from tti_eval.compute import compute_embeddings, draft_min_size
 
     model, dataset = _setup(model_key, root, config_dir)
-    workers = default_num_workers(model.device) if model_key == "vit-b-32" else os.cpu_count() or 1
     n = len(dataset)
+    first_batches: list[dict] = []
     if mode == "stages":
         return stage_times(model, dataset, batch_size)
     if mode == "full":
+        choose = compute.workers_for_stage_times
+
+        def recorded(preprocess: float, forward: float, cores: int) -> int:
+            workers = choose(preprocess, forward, cores)
+            first_batches.append({"decode_preprocess_s": round(preprocess, 4), "forward_s": round(forward, 4)})
+            first_batches[-1]["workers"] = workers
+            return workers
+
+        compute.workers_for_stage_times = recorded  # reports what the engine measured and chose
 
         def run() -> None:
-            compute_embeddings(model, dataset, batch_size=batch_size, num_workers=workers, draft_decode=draft)
+            compute_embeddings(model, dataset, batch_size=batch_size, draft_decode=draft)
 
     elif mode == "bare-forward":
         preprocess = model.get_image_preprocessor()
@@ -178,15 +226,12 @@ def measure(model_key: str, mode: str, root: Path, config_dir: Path, batch_size:
 
     else:
         raise ValueError(mode)
-    seconds, all_seconds = _timed(run, repeat)
-    return {
-        "images": n,
-        "seconds": seconds,
-        "all_seconds": all_seconds,
-        "images_per_s": round(n / seconds, 2),
-        "workers": workers,
-        "threads": torch.get_num_threads(),
-    }
+    result = _timed_result(n, run, repeat)
+    if mode == "bare-loop":
+        result["workers"] = workers
+    if first_batches:
+        result["first_batch_one_thread"] = first_batches  # one per run, the warm-up's first
+    return result
 
 
 def stage_times(model, dataset, batch_size: int, count: int = 64) -> dict:
@@ -248,6 +293,19 @@ def run_isolated(*args: str) -> dict:
     return result
 
 
+def against_original(args: argparse.Namespace, common: list[str], options: list[str]) -> dict:
+    """The original tool's build and ours in turn, each in its own process, with the load average before each."""
+    rounds = []
+    for _ in range(args.rounds):
+        turn = {}
+        for name, mode, extra in (("original", "original", ["--original", args.original]), ("ours", "full", [])):
+            load = round(os.getloadavg()[0], 2)
+            turn[name] = {"load_average": load, **run_isolated("tiny", mode, *common, *options, *extra)}
+        turn["speedup"] = round(turn["ours"]["images_per_s"] / turn["original"]["images_per_s"], 2)
+        rounds.append(turn)
+    return {"rounds": rounds, "target_speedup": 3.0}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", default=",".join(CASES))
@@ -256,13 +314,18 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--models", default="vit-b-32,tiny")
     parser.add_argument("--repeat", type=int, default=2, help="timed runs per measurement; the fastest is reported")
+    parser.add_argument("--original", help="a checkout of the original tti-eval to measure against (tiny model)")
+    parser.add_argument("--rounds", type=int, default=2, help="original/ours turns with --original")
     parser.add_argument("--draft", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--measure", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.measure:
         model_key, mode, root, config_dir = args.measure
-        result = measure(model_key, mode, Path(root), Path(config_dir), args.batch_size, args.repeat, args.draft)
+        if mode == "original":
+            result = measure_original(Path(args.original), model_key, Path(root), Path(config_dir), args.repeat)
+        else:
+            result = measure(model_key, mode, Path(root), Path(config_dir), args.batch_size, args.repeat, args.draft)
         result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         print(json.dumps(result))
         return
@@ -301,6 +364,8 @@ def main() -> None:
                     results["ratio_draft"] = round(
                         results["full_pipeline_draft"]["images_per_s"] / results["bare-loop_draft"]["images_per_s"], 3
                     )
+                if args.original and model_key == "tiny":
+                    results["against_original"] = against_original(args, common, options)
                 entry[model_key] = results
             report[case] = entry
             print(json.dumps({case: entry}), file=sys.stderr)  # progress, in case a later case is interrupted

@@ -372,16 +372,66 @@ def test_a_build_failing_at_any_phase_leaves_only_complete_files(sources, cache_
 
 
 @pytest.mark.parametrize(
-    ("device", "cores", "workers"),
-    # a CPU build decodes in workers once more than two cores are free: one per four, one at least, four at most
-    [("cpu", 1, 0), ("cpu", 2, 0), ("cpu", 3, 1), ("cpu", 4, 1), ("cpu", 7, 1), ("cpu", 8, 2), ("cpu", 16, 4)]
-    + [("cpu", 64, 4), ("cuda", 1, 1), ("cuda", 2, 1), ("cuda", 4, 3), ("cuda:1", 16, 8), ("cuda", 64, 8)],
+    ("cores", "workers"),
+    # on an accelerator every core but the one feeding it decodes, one at least, eight at most
+    [(1, 1), (2, 1), (4, 3), (9, 8), (16, 8), (64, 8)],
 )
-def test_decode_workers_follow_the_free_cores(device, cores, workers):
-    assert compute.default_num_workers(device, cores) == workers
+def test_decode_workers_for_an_accelerator_follow_the_free_cores(cores, workers):
+    assert compute.accelerator_num_workers(cores) == workers
 
 
 def test_free_cores_are_the_ones_this_process_may_use(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 5, 9}, raising=False)  # e.g. `taskset -c 0,5,9`
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
-    assert compute.usable_cores() == 3 and compute.default_num_workers("cpu") == 1
+    assert compute.usable_cores() == 3 and compute.accelerator_num_workers() == 2
+
+
+@pytest.mark.parametrize(
+    ("preprocess", "forward", "cores", "workers"),
+    # seconds per batch on one thread: decode + preprocess, forward
+    [
+        (0.16, 0.008, 2, 2),  # a cheap model (a GPU's regime) on two cores: both decode
+        (0.16, 3.2, 2, 0),  # ViT-B-32 on two cores: a worker's core costs the forward more than decoding does
+        (0.16, 0.008, 1, 0),  # one core: nothing runs beside the forward
+        (0.16, 3.2, 16, 1),  # ViT-B-32 on 16: one worker keeps up with the forward on the other 15
+        (0.16, 0.008, 16, 16),  # a cheap model on 16: every core decodes
+        (1.0, 1.0, 4, 2),  # equal stages on 4: two workers, two forward threads
+        (0.1, 4.0, 8, 0),  # one worker would promise only 5 % (0.571 against 0.6 s), less than workers' own costs
+    ],
+)
+def test_decode_workers_follow_the_measured_stage_times(preprocess, forward, cores, workers):
+    assert compute.workers_for_stage_times(preprocess, forward, cores) == workers
+
+
+def test_a_cpu_build_times_its_first_batch_and_embeds_alike_with_any_workers(sources, monkeypatch):
+    """The first batch is decoded and embedded in-process on one thread and timed; the rest get the workers those
+    times call for. Whatever that number, the embeddings are the same."""
+    model = ModelProvider.get_model("tiny-openclip")
+    dataset = DatasetProvider.get_dataset("digits-tree", Split.VALIDATION)
+    reference = compute_embeddings(model, dataset, batch_size=7, num_workers=0)
+    threads, measured, embed = [], [], model.embed_images
+
+    def embed_and_count_threads(pixel_values):
+        threads.append(compute.torch.get_num_threads())
+        return embed(pixel_values)
+
+    monkeypatch.setattr(model, "embed_images", embed_and_count_threads)
+    torch_threads = compute.torch.get_num_threads()
+    compute.torch.set_num_threads(2)  # the tests run on one thread; a build's forward pass has more
+    try:
+        for workers in (0, 1, 2):
+            measured.clear(), threads.clear()
+            monkeypatch.setattr(compute, "workers_for_stage_times", lambda *t, w=workers: measured.append(t) or w)
+            embeddings = compute_embeddings(model, dataset, batch_size=7, num_workers=None)
+            ((preprocess, forward, cores),) = measured
+            assert preprocess > 0 and forward > 0 and cores == compute.usable_cores()
+            assert len(threads) == -(-len(dataset) // 7)
+            # timed on one thread; then the forward keeps the cores the workers leave
+            assert threads == [1] + [max(1, min(2, cores - workers)) if workers else 2] * (len(threads) - 1)
+            np.testing.assert_allclose(embeddings.images, reference.images, atol=1e-6)
+            np.testing.assert_array_equal(embeddings.labels, reference.labels)
+    finally:
+        compute.torch.set_num_threads(torch_threads)
+    measured.clear()
+    compute_embeddings(model, dataset, batch_size=7, num_workers=1)  # a number given is taken as it is
+    assert not measured

@@ -8,11 +8,13 @@ reaches a worker or a `datasets` fingerprint, which is what made the original to
 notebook gets exactly what the command does, and the command only draws it.
 """
 
+import itertools
 import logging
 import os
 import platform
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from datetime import UTC, datetime
 from functools import cache, partial
 from typing import Any, Literal, NamedTuple, Protocol, TypeVar
@@ -57,29 +59,57 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def default_num_workers(device: torch.device | str, cores: int | None = None) -> int:
-    """Workers that decode and preprocess images while the model runs, given `cores` usable (default: this process's).
-
-    On an accelerator the model is fast and decoding decides the speed, so use the cores. On a CPU the forward pass
-    wants the cores too: with one or two, a worker preempts one of its threads at each synchronisation point and
-    costs more than preprocessing in between batches, so none; from three on, one worker per four cores (at least one,
-    at most four) decodes the next batches while the rest run the model, and the model gets the cores they leave."""
+def accelerator_num_workers(cores: int | None = None) -> int:
+    """Workers that decode and preprocess images for a model on an accelerator, given `cores` usable (default: this
+    process's): the model is fast there and decoding decides the speed, so all cores but the one that feeds the
+    device, at most 8. A build on a CPU times its first batch and asks `workers_for_stage_times` instead."""
     cores = usable_cores() if cores is None else cores
-    if torch.device(device).type == "cpu":
-        return 0 if cores <= 2 else min(4, max(1, cores // 4))
     return min(8, max(1, cores - 1))
 
 
+# Workers cost what `workers_for_stage_times` leaves out (starting them, copying each batch between processes), so
+# they must promise to make a batch at least this much faster.
+MIN_WORKER_SPEEDUP = 1.1
+
+
+def workers_for_stage_times(preprocess_seconds: float, forward_seconds: float, cores: int) -> int:
+    """Decoding workers for a CPU build of `cores` cores, from one batch's decode + preprocess time and its forward
+    time, both on one thread: the count that predicts the shortest time per batch.
+
+    The forward is assumed to scale linearly with threads. Without workers a batch takes preprocess + forward /
+    cores. With `w`, the workers decode `w` batches at once while the forward runs on the cores they leave (one at
+    least), so a batch takes the longest of: preprocess / w; forward / the threads it keeps; and all the work over
+    all the cores. A cheap model (a GPU's regime) gets about a worker per core; one whose forward dominates (ViT-B-32
+    on a CPU) none on a few cores, where a worker's core costs the forward more than decoding in between batches."""
+
+    def per_batch(workers: int) -> float:
+        if workers == 0:
+            return preprocess_seconds + forward_seconds / cores
+        return max(
+            preprocess_seconds / workers,
+            forward_seconds / max(1, cores - workers),
+            (preprocess_seconds + forward_seconds) / cores,
+        )
+
+    best = min(range(cores + 1), key=per_batch)  # the first of equals: fewer processes for the same speed
+    return best if per_batch(0) > MIN_WORKER_SPEEDUP * per_batch(best) else 0
+
+
 @contextmanager
-def _cores_left_to_the_model(device: torch.device, workers: int) -> Iterator[None]:
-    """On a CPU, let the forward pass use only the cores the workers leave free, so the two never fight."""
+def _torch_threads(threads: int) -> Iterator[None]:
     previous = torch.get_num_threads()
-    if device.type == "cpu" and workers:
-        torch.set_num_threads(max(1, min(previous, usable_cores() - workers)))
+    torch.set_num_threads(threads)
     try:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def _cores_left_to_the_model(device: torch.device, workers: int) -> AbstractContextManager:
+    """On a CPU, let the forward pass use only the cores the workers leave free, so the two never fight."""
+    if device.type == "cpu" and workers:
+        return _torch_threads(max(1, min(torch.get_num_threads(), usable_cores() - workers)))
+    return nullcontext()
 
 
 def read_item(dataset: Dataset, index: int) -> dict[str, Any]:
@@ -126,21 +156,54 @@ def embed_class_prompts(model: Model, prompts: Sequence[Sequence[str]]) -> np.nd
 def _embedded_batches(
     model: Model, dataset: Dataset, batches: Iterable[list[int]], num_workers: int | None
 ) -> Iterator[tuple[np.ndarray | None, np.ndarray, list[dict[str, str]]]]:
-    """(image embeddings or None, labels, unreadable items) of each batch of dataset indices, in the order given."""
-    workers = default_num_workers(model.device) if num_workers is None else num_workers
-    loader = DataLoader(
-        _RawItems(dataset),
-        batch_sampler=batches,
-        num_workers=workers,
-        collate_fn=model.get_collate_fn(),
-        pin_memory=model.device.type == "cuda",
-        worker_init_fn=_single_threaded_worker if workers else None,
-        prefetch_factor=4 if workers else None,
-    )
-    with _cores_left_to_the_model(model.device, workers), freed_memory_kept():
-        for batch in loader:
-            images = model.embed_images(batch["pixel_values"]) if batch["pixel_values"] is not None else None
-            yield images, batch["labels"].numpy(), batch["bad"]
+    """(image embeddings or None, labels, unreadable items) of each batch of dataset indices, in the order given.
+
+    With `num_workers` None on a CPU, the first batch is decoded and embedded here, timed, and the rest get the
+    workers `workers_for_stage_times` picks from those times; the batches stay the same whatever the choice."""
+    collate = model.get_collate_fn()
+
+    def embedded(batch: dict[str, Any]) -> tuple[np.ndarray | None, np.ndarray, list[dict[str, str]]]:
+        images = model.embed_images(batch["pixel_values"]) if batch["pixel_values"] is not None else None
+        return images, batch["labels"].numpy(), batch["bad"]
+
+    batches = iter(batches)
+    with freed_memory_kept():
+        workers = num_workers
+        if workers is None and model.device.type == "cpu":
+            first = next(batches, None)
+            if first is None:
+                return
+            # One thread, as in a worker, and because on a busy machine a multi-threaded forward pass of a cheap
+            # model often stalls ten times its length on one descheduled thread: measured here on 2 shared cores.
+            with _torch_threads(1):
+                start = time.perf_counter()
+                batch = collate([read_item(dataset, index) for index in first])
+                decoding = time.perf_counter() - start
+                result = embedded(batch)
+                forward = time.perf_counter() - start - decoding
+            workers = workers_for_stage_times(decoding, forward, usable_cores())
+            logger.debug(
+                "First batch: %.3f s decoding, %.3f s forward; %d workers decode the rest", decoding, forward, workers
+            )
+            yield result
+            second = next(batches, None)
+            if second is None:  # no workers to start for nothing
+                return
+            batches = itertools.chain([second], batches)
+        elif workers is None:
+            workers = accelerator_num_workers()
+        loader = DataLoader(
+            _RawItems(dataset),
+            batch_sampler=batches,
+            num_workers=workers,
+            collate_fn=collate,
+            pin_memory=model.device.type == "cuda",
+            worker_init_fn=_single_threaded_worker if workers else None,
+            prefetch_factor=4 if workers else None,
+        )
+        with _cores_left_to_the_model(model.device, workers):
+            for batch in loader:
+                yield embedded(batch)
 
 
 def pass_on_bad(bad: list[dict[str, str]], dataset: Dataset, on_skip: SkipCallback | None) -> None:

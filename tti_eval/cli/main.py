@@ -153,8 +153,8 @@ def build(
         int | None,
         typer.Option(
             min=0,
-            help="Workers that decode and preprocess images. Default on a CPU: none with two free cores or fewer, "
-            "one per four beyond (at most 4); on a GPU: all cores but one (at most 8).",
+            help="Workers that decode and preprocess images. Default on a CPU: as many as the first batch's "
+            "decoding and forward times call for; on a GPU: all cores but one (at most 8).",
         ),
     ] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or mps. Default: the best available.")] = None,
