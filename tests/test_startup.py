@@ -19,7 +19,7 @@ from tti_eval.common.cache import array_shapes, embedding_path, load_embeddings,
 from tti_eval.common.errors import CacheError
 from tti_eval.dataset.spec import HFDatasetSpec
 from tti_eval.dataset.types.hugging_face import HFDataset
-from tti_eval.provenance import build_fingerprint, kept_as_cached, pairs_kept_as_cached
+from tti_eval.provenance import build_fingerprint, kept_as_cached, package_versions, pairs_kept_as_cached
 
 HEAVY = ("torch", "transformers", "open_clip", "datasets", "faiss", "sklearn")
 # The top-level help needs neither numpy nor pydantic; typer itself imports pydantic once a command parses its options
@@ -146,6 +146,14 @@ def test_a_hub_dataset_is_opened_to_recheck_its_fingerprint_only_online(hub_cach
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     local = HFDatasetSpec.model_validate({**HUB_DEFINITIONS["datasets"], "title_in_source": str(hub_cache)})
     assert not local.source_identity_is_pinned()
+
+
+def test_package_versions_are_importlib_metadata_versions():
+    import importlib.metadata
+
+    names = sorted({dist.metadata["Name"] for dist in importlib.metadata.distributions()})
+    assert len(names) > 50  # the whole environment: torch, numpy, pydantic, ...
+    assert package_versions((*names, "no-such-package")) == {name: importlib.metadata.version(name) for name in names}
 
 
 def _zip_of_npy(path, arrays: dict[str, np.ndarray], version: tuple[int, int] | None) -> None:

@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -38,13 +38,25 @@ Memo = dict[tuple[str, tuple[str, ...] | None], Any]
 Status = Literal["fresh", "stale", "unknown"]
 
 
+def _installed_version(package: str) -> str:
+    """`importlib.metadata.version(package)` read from the metadata's header alone: `version()` parses the whole file
+    as an e-mail, long description included (30 kB for transformers), which cost `list` more than its cache check."""
+    found = distribution(package)
+    for line in (found.read_text("METADATA") or found.read_text("PKG-INFO") or "").splitlines():
+        if not line:  # the header ends at the first blank line
+            break
+        if line.startswith("Version:"):
+            return line.removeprefix("Version:").strip()
+    return found.version
+
+
 @lru_cache
 def package_versions(packages: tuple[str, ...]) -> dict[str, str]:
     """Installed versions of those `packages` that are installed, read from package metadata (nothing is imported)."""
     found = {}
     for package in packages:
         try:
-            found[package] = version(package)
+            found[package] = _installed_version(package)
         except PackageNotFoundError:
             continue
     return found
