@@ -24,7 +24,7 @@ from .console import (
     user_errors,
     warn,
 )
-from .help_text import DEFAULT_REDUCTION, EVALUATOR_DESCRIPTIONS, LINEAR_PROBE_DEFAULTS, REDUCTIONS
+from .help_text import ANIMATION_FRAMES, DEFAULT_REDUCTION, EVALUATOR_DESCRIPTIONS, LINEAR_PROBE_DEFAULTS, REDUCTIONS
 from .selection import (
     DatasetOption,
     ModelDatasetOption,
@@ -649,6 +649,12 @@ def animate(
     split: Annotated[
         Split, typer.Option(case_sensitive=False, help="Which split's images to show.")
     ] = Split.VALIDATION,
+    frames: Annotated[
+        int,
+        typer.Option(
+            min=2, help="Frames per loop: fewer make a smaller GIF that steps rather than glides (same loop length)."
+        ),
+    ] = ANIMATION_FRAMES,
 ) -> None:
     """Morph one model's 2-D embedding map of a dataset into another's and save it as a GIF."""
     from tti_eval.common import EmbeddingDefinition
@@ -674,7 +680,9 @@ def animate(
     from tti_eval.common.progress import task
 
     with progress_display(), task(f"Reducing embeddings with {reduction} and drawing the animation", None):
-        path = build_animation(pairs[0], pairs[1], split=split, reduction=reduction, interactive=interactive)
+        path = build_animation(
+            pairs[0], pairs[1], split=split, reduction=reduction, interactive=interactive, num_frames=frames
+        )
     if path is not None:
         # soft_wrap: never break a path across lines (a notebook's or log's 80 columns would), so it can be copied
         console.print(f"Saved the animation to {path}", highlight=False, soft_wrap=True)
