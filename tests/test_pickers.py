@@ -121,6 +121,15 @@ def test_the_header_names_the_order_and_the_hidden_pairs_and_keys():
     ]  # grouped by model, in the order given
 
 
+def test_the_model_picker_names_what_it_offers_and_how_many_like_the_pair_picker():
+    _, screen = drive(TAB + ENTER, pick_some, ["clip", "siglip", "tinyclip"], "Pick models for plants", "MODEL", 2)
+    assert "Pick models for plants: (MODEL, 3 offered; 2 already built, hidden (--include-existing shows them))" in (
+        " ".join(screen.split())
+    )
+    _, screen = drive(TAB + ENTER, pick_some, ["clip", "siglip"], "Pick models for plants", "MODEL")
+    assert "(MODEL, 2 offered)" in screen and "hidden" not in screen
+
+
 def test_a_ticked_line_is_marked_apart_from_the_cursor():
     picked, raw = drive(DOWN + TAB, pick_pairs, PAIRS, codes=True)  # Tab ticks and moves down
     assert picked is None
