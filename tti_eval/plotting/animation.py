@@ -8,7 +8,7 @@ GIF, so memory stays flat whatever the number of frames.
 The GIF is meant to be shared (a notebook, a report, a chat message), so it is kept small: one palette for all frames
 holding only greys (text, lines) and the class colours, points drawn without antialiasing so each of their pixels is
 exactly its class colour, and after the first frame only the box of changed pixels is stored, unchanged ones in it
-transparent. The demo map (270 points) went from 1.8 MB to about a tenth of that (benchmarks/reduction.py).
+transparent. The demo map (270 points) went from 1.8 MB to a seventh of that (benchmarks/README.md).
 """
 
 import math
