@@ -6,6 +6,11 @@ typer command, imports pydantic to check its options) and printing that command'
 tti-eval case by the baseline that does the same kind of work (`--help` by the bare `--help`, `build -h` by the bare
 command's help, the commands by the bare command), in CPU time, which a busy machine disturbs far less than wall time.
 
+tti-eval runs as its `tti-eval` script does (`cli()`; `python -m tti_eval.cli.main` would run the CLI module twice,
+once as `__main__`), and every program runs from bytecode, written to a temporary cache by one untimed round first:
+so an installed package runs, whereas with PYTHONDONTWRITEBYTECODE set (as on the project's shared machines) a
+checkout's tti_eval would be compiled from source on every run while typer, rich and pydantic load pip's bytecode.
+
 tti-eval runs against a temporary cache holding one built pair (digits-clip-random/digits: offline, built before the
 timing starts), so `list` checks a real split's provenance and `build (cached)` has a pair to find already cached;
 `list (empty cache)` points at a folder that holds none. `first picker` runs `build` in a pseudo-terminal until its
@@ -49,7 +54,7 @@ def other(count: int = 1) -> None:
 app()
 """
 PAIR = "digits-clip-random/digits"
-TTI_EVAL = [sys.executable, "-m", "tti_eval.cli.main"]
+TTI_EVAL = [sys.executable, "-c", "from tti_eval.cli.main import cli; cli()"]  # what the `tti-eval` script runs
 CASES = {
     "bare typer+rich (import)": [sys.executable, "-c", "import typer, rich.console"],
     "bare typer+rich --help": [sys.executable, "-c", BARE_APP, "--help"],
@@ -113,11 +118,15 @@ def median_seconds(cases: dict[str, list[str]], env: dict[str, str], runs: int =
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as cache:
+    with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as bytecode:
         env = {**os.environ, "TTI_EVAL_CACHE_PATH": cache, "HF_HUB_OFFLINE": "1"}
         subprocess.run([*TTI_EVAL, "build", "-md", PAIR], capture_output=True, check=True, env=env)
+        env = {name: value for name, value in env.items() if name != "PYTHONDONTWRITEBYTECODE"}
+        env["PYTHONPYCACHEPREFIX"] = bytecode
+        cases = {name: [part.format(cache=cache) for part in command] for name, command in CASES.items()}
+        median_seconds(cases, env, runs=1)  # writes the bytecode
         load_before = os.getloadavg()
-        seconds = median_seconds({name: [part.format(cache=cache) for part in c] for name, c in CASES.items()}, env)
+        seconds = median_seconds(cases, env)
         load_after = os.getloadavg()
     ratio = {  # by CPU time: wall times on a shared machine mostly measure the others
         name: round(seconds["cpu"][name] / seconds["cpu"][BASELINE_OF.get(name, "bare typer+rich command")], 2)

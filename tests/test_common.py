@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ from tti_eval.common import (
     EmbeddingDefinition,
     Embeddings,
     InvalidEmbeddingsError,
+    Settings,
     Split,
     TTIEvalError,
     get_settings,
@@ -98,6 +100,55 @@ def test_settings_from_dotenv(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     s = get_settings()
     assert str(s.cache_path) == "/data/tti" and str(s.encord_ssh_key_path) == "/keys/encord"
+
+
+@pytest.fixture
+def settings_env(monkeypatch, tmp_path):
+    """No tti-eval variable in the environment, and a working directory whose `.env` the test writes."""
+    for name in os.environ:
+        if name.upper().startswith(("TTI_EVAL_", "ENCORD_")):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / ".env"
+
+
+def test_environment_wins_over_dotenv_field_by_field(settings_env, monkeypatch):
+    settings_env.write_text(
+        "TTI_EVAL_CACHE_PATH=/dot/cache\nexport TTI_EVAL_SOURCES_PATH='/dot/src'\nTTI_EVAL_OUTPUT_PATH\nOTHER=1\n"
+    )
+    monkeypatch.setenv("TTI_EVAL_CACHE_PATH", "/env/cache")
+    s = get_settings()
+    # A bare `KEY` line sets nothing; unknown keys are ignored.
+    assert (str(s.cache_path), s.sources_path, s.output_path) == ("/env/cache", "/dot/src", Path("output"))
+    monkeypatch.setenv("TTI_EVAL_SOURCES_PATH", "")  # set, though empty: wins over .env all the same
+    assert get_settings().sources_path == ""
+
+
+@pytest.mark.parametrize(
+    ("dotenv", "environment", "expected"),
+    [
+        ({}, {"TTI_EVAL_ENCORD_SSH_KEY_PATH": "/b"}, "/b"),
+        ({}, {"ENCORD_SSH_KEY_PATH": "/a", "TTI_EVAL_ENCORD_SSH_KEY_PATH": "/b"}, "/a"),  # the first name wins
+        ({"ENCORD_SSH_KEY_PATH": "/a", "TTI_EVAL_ENCORD_SSH_KEY_PATH": "/b"}, {}, "/a"),
+        ({"ENCORD_SSH_KEY_PATH": "/a"}, {"TTI_EVAL_ENCORD_SSH_KEY_PATH": "/b"}, "/b"),  # any name in the environment
+        ({}, {"encord_ssh_key_path": "/lower"}, "/lower"),  # names match whatever their case
+        ({"tti_eval_encord_ssh_key_path": "/lower"}, {}, "/lower"),
+        ({}, {}, None),
+    ],
+)
+def test_encord_key_variable_names(settings_env, monkeypatch, dotenv, environment, expected):
+    settings_env.write_text("".join(f"{name}={value}\n" for name, value in dotenv.items()))
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    found = get_settings().encord_ssh_key_path
+    assert (str(found) if found else None) == expected
+
+
+def test_keyword_arguments_win_over_the_environment(settings_env, monkeypatch):
+    monkeypatch.setenv("TTI_EVAL_CACHE_PATH", "/env/cache")
+    monkeypatch.setenv("TTI_EVAL_OUTPUT_PATH", "/env/out")
+    s = Settings(cache_path="/kw/cache", TTI_EVAL_OUTPUT_PATH="/kw/out")
+    assert (str(s.cache_path), str(s.output_path)) == ("/kw/cache", "/kw/out")
 
 
 def test_default_cache_is_the_user_cache_dir(monkeypatch, tmp_path):

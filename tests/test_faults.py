@@ -201,14 +201,14 @@ def _not_utf8_env(env: Env) -> list[str]:
 
 
 def _unreadable_env(env: Env) -> list[str]:
-    from pydantic_settings.sources.providers.dotenv import DotEnvSettingsSource
+    import dotenv
 
     def unreadable(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")  # as root, chmod would not stop the read
 
     (env.tmp / ".env").write_text("X=1\n")
     env.monkeypatch.chdir(env.tmp)
-    env.monkeypatch.setattr(DotEnvSettingsSource, "_static_read_env_file", staticmethod(unreadable))
+    env.monkeypatch.setattr(dotenv, "dotenv_values", unreadable)
     return ["list"]
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from tti_eval.common import DefinitionError, Split, UnknownTitleError
 from tti_eval.common.settings import builtin_sources_path
+from tti_eval.common.title_registry import natural_key
 from tti_eval.dataset import DatasetProvider
 from tti_eval.model import ModelProvider
 from tti_eval.schemas import render_schemas
@@ -69,6 +70,29 @@ def test_titles_are_naturally_sorted_ignoring_case(team_sources):
         _write(team_sources / "models", f"{title}.json", {"model_type": "HFModel", "title": title})
     titles = [t for t in ModelProvider.list_model_titles() if t.lower().startswith("model")]
     assert titles == ["model1", "Model2", "model10"]
+
+
+def test_natural_key_orders_numbers_by_value_and_ignores_case():
+    expected = [
+        "",
+        "2",
+        "10",
+        "a",
+        "A1",
+        "a1b",
+        "a1B2",
+        "a2",
+        "clip-2",
+        "CLIP-10",
+        "clip-10-b",
+        "ß",
+        "Straße2",
+        "x٣",
+        "x12",
+    ]
+    shuffled = expected[::2] + expected[1::2]
+    assert sorted(shuffled, key=natural_key) == expected
+    assert natural_key("v01") == natural_key("V1")  # equal values: only input order tells them apart
 
 
 def test_schemas_are_up_to_date():

@@ -2,10 +2,12 @@
 
 import importlib
 import json
+import os
 import shutil
 import subprocess
 import sys
 import zipfile
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,7 +17,9 @@ from tti_eval.cli.main import app
 from tti_eval.common import EmbeddingDefinition, Split
 from tti_eval.common.cache import array_shapes, embedding_path, load_embeddings, load_metadata, save_embeddings
 from tti_eval.common.errors import CacheError
-from tti_eval.provenance import kept_as_cached, pairs_kept_as_cached
+from tti_eval.dataset.spec import HFDatasetSpec
+from tti_eval.dataset.types.hugging_face import HFDataset
+from tti_eval.provenance import build_fingerprint, kept_as_cached, package_versions, pairs_kept_as_cached
 
 HEAVY = ("torch", "transformers", "open_clip", "datasets", "faiss", "sklearn")
 # The top-level help needs neither numpy nor pydantic; typer itself imports pydantic once a command parses its options
@@ -23,6 +27,11 @@ HEAVY = ("torch", "transformers", "open_clip", "datasets", "faiss", "sklearn")
 LIGHT_HELP = (*HEAVY, "numpy", "pydantic")
 LIGHT_COMMAND = (*HEAVY, "numpy")
 PAIR = EmbeddingDefinition(model="tiny-openclip", dataset="digits-tree")
+HUB_PAIR = EmbeddingDefinition(model="hub-clip", dataset="hub-images")
+HUB_DEFINITIONS = {
+    "models": {"model_type": "HFModel", "title": HUB_PAIR.model, "title_in_source": "tti-eval-nobody/hub-clip"},
+    "datasets": {"dataset_type": "HFDataset", "title": HUB_PAIR.dataset, "title_in_source": "tti-eval-nobody/images"},
+}
 
 
 def imported_by(args: list[str], absent: tuple[str, ...]) -> tuple[list[str], str]:
@@ -94,6 +103,57 @@ def test_a_split_is_kept_without_loading_only_when_no_check_needs_its_dataset(ca
     path = embedding_path(PAIR, Split.VALIDATION)
     path.write_bytes(path.read_bytes()[:500])  # truncated: rebuilt
     assert not kept_as_cached(PAIR, Split.VALIDATION)
+
+
+@pytest.fixture
+def hub_cache(cache, test_sources_dir, tmp_path, monkeypatch):
+    """A copy of `cache` that also holds PAIR's embeddings under a pair whose definitions name hub repositories, with
+    the fingerprint a build from the hub records (a `datasets` fingerprint of each split). No hub is ever reached."""
+    for kind, definition in HUB_DEFINITIONS.items():
+        (test_sources_dir / kind / f"{definition['title']}.json").write_text(json.dumps(definition))
+    copy = tmp_path / "cache"
+    shutil.copytree(cache, copy)
+    monkeypatch.setenv("TTI_EVAL_CACHE_PATH", str(copy))
+    for split in (Split.TRAIN, Split.VALIDATION):
+        loaded_from_hub = SimpleNamespace(  # what build_fingerprint reads of a hub HFDataset split
+            image_suffixes=HFDataset.image_suffixes,
+            source_paths=list,
+            source_identity=lambda split=split: {"fingerprints": {split.value: "5f1d0c2b9a7e4d3c"}},
+            split_rule={"split": split.value, "from": "source"},
+        )
+        metadata = {**load_metadata(PAIR, split), "fingerprint": build_fingerprint(HUB_PAIR, loaded_from_hub)}
+        save_embeddings(HUB_PAIR, load_embeddings(PAIR, split), split, metadata)
+    yield copy
+    for kind, definition in HUB_DEFINITIONS.items():
+        (test_sources_dir / kind / f"{definition['title']}.json").unlink()
+
+
+def test_building_a_cached_hub_pair_offline_loads_nothing(hub_cache):
+    assert os.environ["HF_HUB_OFFLINE"] == "1"  # set for the session; the subprocess inherits it
+    modules, output = imported_by(["build", "-md", str(HUB_PAIR)], HEAVY)
+    assert modules == []
+    assert f"{HUB_PAIR} (train) already cached" in output and f"{HUB_PAIR} (validation) already cached" in output
+
+
+def test_a_hub_dataset_is_opened_to_recheck_its_fingerprint_only_online(hub_cache, monkeypatch):
+    from huggingface_hub import constants
+
+    splits = [Split.TRAIN, Split.VALIDATION]
+    assert pairs_kept_as_cached([HUB_PAIR], splits) == [HUB_PAIR]
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the hub may have moved on: only `datasets` can tell
+    assert pairs_kept_as_cached([HUB_PAIR], splits) == []
+    # A local folder is checked by its files' stats, never by a `datasets` fingerprint, even offline.
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    local = HFDatasetSpec.model_validate({**HUB_DEFINITIONS["datasets"], "title_in_source": str(hub_cache)})
+    assert not local.source_identity_is_pinned()
+
+
+def test_package_versions_are_importlib_metadata_versions():
+    import importlib.metadata
+
+    names = sorted({dist.metadata["Name"] for dist in importlib.metadata.distributions()})
+    assert len(names) > 50  # the whole environment: torch, numpy, pydantic, ...
+    assert package_versions((*names, "no-such-package")) == {name: importlib.metadata.version(name) for name in names}
 
 
 def _zip_of_npy(path, arrays: dict[str, np.ndarray], version: tuple[int, int] | None) -> None:

@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -38,13 +38,25 @@ Memo = dict[tuple[str, tuple[str, ...] | None], Any]
 Status = Literal["fresh", "stale", "unknown"]
 
 
+def _installed_version(package: str) -> str:
+    """`importlib.metadata.version(package)` read from the metadata's header alone: `version()` parses the whole file
+    as an e-mail, long description included (30 kB for transformers), which cost `list` more than its cache check."""
+    found = distribution(package)
+    for line in (found.read_text("METADATA") or found.read_text("PKG-INFO") or "").splitlines():
+        if not line:  # the header ends at the first blank line
+            break
+        if line.startswith("Version:"):
+            return line.removeprefix("Version:").strip()
+    return found.version
+
+
 @lru_cache
 def package_versions(packages: tuple[str, ...]) -> dict[str, str]:
     """Installed versions of those `packages` that are installed, read from package metadata (nothing is imported)."""
     found = {}
     for package in packages:
         try:
-            found[package] = version(package)
+            found[package] = _installed_version(package)
         except PackageNotFoundError:
             continue
     return found
@@ -273,8 +285,9 @@ def kept_as_cached(
 ) -> bool:
     """Whether `build` can keep a cached split without opening its dataset or loading its model (so without importing
     torch): the file is complete, its fingerprint is fresh by the readers' check, it was decoded as `draft_decode`
-    asks, and nothing in it needs the dataset's type to re-check (no hub fingerprint, no Encord label versions: for
-    local sources the recorded file stats already say whether the images changed).
+    asks, and nothing in it needs the dataset's type to re-check: no source identity of the type's own (for local
+    sources the recorded file stats already say whether the images changed), or one that cannot have changed (a hub
+    dataset's fingerprint while HF_HUB_OFFLINE is set), but not Encord's label versions.
 
     False leaves the decision to the full check, which opens the dataset: a missing, damaged or stale file, unknown
     provenance, or a source only its type can check."""
@@ -288,9 +301,12 @@ def kept_as_cached(
         state = split_state(definition, split, memo=memo)
     except CacheError:
         return False
-    if state.status != "fresh":
+    if state.status != "fresh" or state.fingerprint.get("draft_decode", False) != draft_decode:
         return False
-    return not state.fingerprint.get("images") and state.fingerprint.get("draft_decode", False) == draft_decode
+    return (
+        not state.fingerprint.get("images")
+        or DatasetProvider.registry.spec(definition.dataset).source_identity_is_pinned()
+    )
 
 
 def pairs_kept_as_cached(

@@ -237,8 +237,8 @@ class RayEngine:
                 compute=self.ray.data.ActorPoolStrategy(size=self.workers),
                 num_cpus=self.cpus_per_worker,
                 num_gpus=self.gpus_per_worker,
-                max_restarts=-1,  # a killed actor is replaced and its batches are retried
-                max_task_retries=-1,
+                # No restart options: Ray Data's actor pools restart a killed actor and retry its batches without
+                # limit by default, and passing Ray's remote options here is deprecated (removed in Ray 2.64).
             )
         )
         gathered = _Gathered(store, dataset, on_skip)

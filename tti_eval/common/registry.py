@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
-from natsort import natsorted, ns
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import DefinitionError, UnknownTitleError
 from .pairs import SafeTitle
 from .settings import builtin_sources_path, get_settings
-from .title_registry import did_you_mean
+from .title_registry import did_you_mean, natural_key
 
 T = TypeVar("T")
 
@@ -184,7 +183,7 @@ class DefinitionRegistry(Generic[T]):
         files = []
         for folder in self.source_folders():
             if folder.is_dir():
-                files.extend(natsorted(folder.glob("*.json"), alg=ns.IGNORECASE))
+                files.extend(sorted(folder.glob("*.json"), key=lambda file: natural_key(file.name)))
         # A file that vanished or a dangling link gets mtime -1 and is reported by `_read_file`, not raised here.
         return tuple((file, file.stat().st_mtime_ns if file.exists() else -1) for file in files)
 
@@ -264,7 +263,7 @@ class DefinitionRegistry(Generic[T]):
 
     def titles(self) -> list[str]:
         self._ensure_loaded()
-        return natsorted({*self._file_entries, *self._session_entries}, alg=ns.IGNORECASE)
+        return sorted({*self._file_entries, *self._session_entries}, key=natural_key)
 
     def spec(self, title: str) -> DefinitionSpec:
         return self._entry(title).spec

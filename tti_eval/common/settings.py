@@ -5,10 +5,11 @@ Read anew on every call rather than once at import, so that a notebook or a test
 """
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from .errors import TTIEvalError
 
@@ -31,8 +32,12 @@ def builtin_sources_path() -> Path:
     )
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+class Settings(BaseModel):
+    """Keyword arguments (by field name or variable name) win over the environment, which wins over a `.env` file in
+    the working directory. Plain pydantic rather than pydantic-settings, whose import alone (asyncio and more) cost
+    more CPU time than the rest of `tti-eval list`."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     cache_path: Path = Field(default_factory=_default_cache_path, validation_alias="TTI_EVAL_CACHE_PATH")
     output_path: Path = Field(default=Path("output"), validation_alias="TTI_EVAL_OUTPUT_PATH")
@@ -62,6 +67,33 @@ class Settings(BaseSettings):
     @property
     def datasets_path(self) -> Path:
         return self.cache_path / "datasets"
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**{**_fields_set_by(_dotenv()), **_fields_set_by(os.environ), **values})
+
+
+def _dotenv() -> dict[str, str | None]:
+    path = Path(".env")
+    if not path.is_file():
+        return {}
+    from dotenv import dotenv_values  # only when there is a file to read: most runs have none
+
+    return dotenv_values(path, encoding="utf-8")
+
+
+def _fields_set_by(variables: Mapping[str, str | None]) -> dict[str, str]:
+    """The settings that `variables` give, by field name. Names match whatever their case (as pydantic-settings
+    matched them); a field with several variable names takes the first one set; a name without a value (a bare `KEY`
+    line in `.env`) sets nothing."""
+    given = {name.lower(): value for name, value in variables.items() if value is not None}
+    found = {}
+    for field, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        for name in alias.choices if isinstance(alias, AliasChoices) else [alias]:
+            if name.lower() in given:
+                found[field] = given[name.lower()]
+                break
+    return found
 
 
 def get_settings() -> Settings:

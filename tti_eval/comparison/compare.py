@@ -17,10 +17,10 @@ from itertools import combinations
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from natsort import natsort_keygen, ns
 from scipy.stats import rankdata
 
 from tti_eval.common.errors import TTIEvalError
+from tti_eval.common.title_registry import natural_key
 from tti_eval.evaluation import CONFIDENCE, N_RESAMPLES, SEED
 
 if TYPE_CHECKING:
@@ -41,7 +41,6 @@ from .results import (
 from .statistics import bootstrap_intervals, class_diagnostics, holm, mcnemar_p_value, sign_flip_p_values
 
 ALPHA = 0.05
-_natural = natsort_keygen(alg=ns.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -202,7 +201,7 @@ def _compare_group(
     matrix = np.stack([np.asarray(item.outcomes, dtype=np.float64) for item in group], axis=1)
     n, m = matrix.shape
     values = matrix.mean(axis=0)
-    order = sorted(range(m), key=lambda j: (-sign * values[j], _natural(group[j].model)))
+    order = sorted(range(m), key=lambda j: (-sign * values[j], natural_key(group[j].model)))
     best, others = order[0], order[1:]
     ranks = rankdata(-sign * values, method="average")
 
@@ -285,7 +284,7 @@ def _leaderboard(groups: list[GroupComparison], verdicts: list[tuple[str, str, i
             ranks[result.model].append(result.rank)
     standings = sorted(
         (Standing(model=model, mean_rank=float(np.mean(found)), datasets=len(found)) for model, found in ranks.items()),
-        key=lambda standing: (standing.mean_rank, _natural(standing.model)),
+        key=lambda standing: (standing.mean_rank, natural_key(standing.model)),
     )
     tally = defaultdict(lambda: [0, 0, 0])  # (model, other) -> wins, ties, losses
     for first, second, verdict in verdicts:
@@ -322,7 +321,7 @@ def compare_models(
     grouped: dict[tuple[str, str, str], list[ModelOutcomes]] = defaultdict(list)
     for item in outcomes:
         grouped[(item.dataset, item.evaluator, item.split)].append(item)
-    keys = sorted(grouped, key=lambda key: (_natural(key[1]), key[2], _natural(key[0])))
+    keys = sorted(grouped, key=lambda key: (natural_key(key[1]), key[2], natural_key(key[0])))
 
     groups, by_board = [], defaultdict(lambda: ([], []))
     for key in keys:

@@ -45,6 +45,12 @@ class DatasetDefinitionSpec(DefinitionSpec):
     target_feature: str | None = None
     templates: list[str] | None = None
 
+    def source_identity_is_pinned(self) -> bool:
+        """Whether the source's own identity that a cached split records (a hub dataset's fingerprint, label versions)
+        cannot have changed since the build, so that `build` may keep the split without opening the dataset to
+        re-check it. Default: no, only the source can say."""
+        return False
+
     @field_validator("templates")
     @classmethod
     def _templates_have_one_slot(cls, templates: list[str] | None) -> list[str] | None:
@@ -92,6 +98,13 @@ class HFDatasetSpec(DatasetDefinitionSpec, TypeSpec):
         folder = local_source(self.title_in_source or self.title)
         if folder is not None:
             check_no_loading_script(self.title, folder)
+
+    def source_identity_is_pinned(self) -> bool:
+        # With HF_HUB_OFFLINE set the hub is never asked: `datasets` reloads the copy it prepared in this definition's
+        # cache folder when the split was built, whose fingerprint is the recorded one.
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE) and local_source(self.title_in_source or self.title) is None
 
 
 class ImageFolderDatasetSpec(DatasetDefinitionSpec, TypeSpec):

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from natsort import natsorted, ns
 
+from tti_eval.common.title_registry import natural_key
 from tti_eval.evaluation import EvaluationResult
 from tti_eval.evaluation._metrics import images_scored, scored_on
 
@@ -30,8 +30,8 @@ def scores_figure(results: Sequence[EvaluationResult], evaluator_title: str) -> 
     if not mine:
         raise ValueError(f"no {evaluator_title} results to plot")
     chosen = {(r.model, r.dataset): r.score for r in mine}
-    models = natsorted({model for model, _ in chosen}, alg=ns.IGNORECASE)
-    datasets = natsorted({dataset for _, dataset in chosen}, alg=ns.IGNORECASE)
+    models = sorted({model for model, _ in chosen}, key=natural_key)
+    datasets = sorted({dataset for _, dataset in chosen}, key=natural_key)
 
     figure = Figure(figsize=(max(6.0, 1.2 + len(datasets) * (0.5 + 0.45 * len(models))), 4.8), layout="constrained")
     FigureCanvasAgg(figure)
