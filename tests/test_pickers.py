@@ -27,7 +27,7 @@ PAIRS = [
 
 
 def drive(keys: str | tuple[str, ...], pick, *args, codes: bool = False, **kwargs):
-    """Run a picker on `keys` (a tuple: chunks typed half a second apart, so a filter or a message shows before
+    """Run a picker on `keys` (a tuple: chunks typed a second apart, so a filter or a message shows before
     the next keys), then Ctrl-C, so a picker that stays open ends instead of waiting. Returns its result and the
     screen it drew, without escape codes; with `codes`, the output as written until that Ctrl-C (for
     `terminal.screen`), and None as the result of a picker still open then."""
@@ -47,7 +47,7 @@ def drive(keys: str | tuple[str, ...], pick, *args, codes: bool = False, **kwarg
         def type_keys() -> None:
             for chunk in chunks:
                 pipe.send_text(chunk)
-                time.sleep(0.5)
+                time.sleep(1.0)  # half a second was too short for the filter on a machine under load
             before_cancel.append(screen.getvalue())
             pipe.send_text(CTRL_C)
 
