@@ -118,3 +118,29 @@ def test_per_class_recall_intervals_go_under_the_recall_when_the_models_do_not_f
                 else:  # under it, on the line below
                     at = next(i for i, row in enumerate(rows) if row[0].strip() == str(k))
                     assert [rows[at][2 + m].strip(), rows[at + 1][2 + m].strip()] == [value, interval]
+
+
+def test_leaderboard_keeps_model_names_whole_when_many_models_share_80_columns():
+    from tti_eval.cli.compare import leaderboard_table
+    from tti_eval.comparison.results import HeadToHead, Leaderboard, Standing
+
+    models = ["digits-clip", "digits-clip-random", "vit-b-32-laion2b", "siglip_small"]
+    board = Leaderboard(
+        evaluator="wKNN",
+        split="validation",
+        metric="Accuracy",
+        standings=[Standing(model=m, mean_rank=k + 1.0, datasets=2) for k, m in enumerate(models)],
+        head_to_head=[
+            HeadToHead(model=m, other=o, wins=int(k < j), ties=0, losses=int(k > j))
+            for k, m in enumerate(models)
+            for j, o in enumerate(models)
+            if m != o
+        ],
+    )
+    console = Console(file=io.StringIO(), width=80, color_system=None)
+    console.print(leaderboard_table(board))
+    lines = console.file.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    for k, model in enumerate(models):  # each row starts with the whole name, then its mean rank
+        (row,) = [line for line in lines if line.startswith(f"{model} ")]
+        assert row.split()[1] == f"{k + 1.0:.2f}"
