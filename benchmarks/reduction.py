@@ -1,13 +1,15 @@
-"""Time the 2-D reductions and the morph GIF, and the GIF's peak memory; prints JSON.
+"""Time the 2-D reductions and the morph GIF, and the GIF's size and peak memory; prints JSON.
 
-    python benchmarks/reduction.py [--sizes 2000,10000] [--reductions umap,pca,tsne] [--skip-baseline]
+    python benchmarks/reduction.py [--sizes 2000,10000] [--reductions umap,pca,tsne] [--gif-points 270,2000]
+                                   [--skip-baseline]
 
 Every measurement runs in a fresh Python process, so imports, numba compilation (UMAP's first call) and peak RSS
 belong to that measurement alone; each child reports its own `ru_maxrss`. Inputs are synthetic: unit vectors
-scattered around 20 class centres in 512 dimensions, like a model that separates its classes. The GIF is the
-product's default (78 frames, 1200 x 700) of 2,000 points; `baseline_gif` renders the same points the way the
-original tool did (matplotlib `FuncAnimation` saved through `PillowWriter`, which holds every frame), so the two can
-be compared on the same machine under the same load.
+scattered around 20 class centres in 512 dimensions, like a model that separates its classes. Each GIF is the
+product's default (`NUM_FRAMES` frames of `FIGURE_SIZE` at `DPI`) of a map of 10 classes: 270 points is the size of
+the demo's validation split, 2,000 a larger map. `baseline_gif` renders 2,000 points the way the original tool did
+(matplotlib `FuncAnimation` saved through `PillowWriter`, which holds every frame, 78 frames of 1200 x 700), so the
+two can be compared on the same machine under the same load.
 """
 
 import argparse
@@ -21,7 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-GIF_POINTS = 2_000
+GIF_POINTS = (270, 2_000)
+BASELINE_POINTS = 2_000
+BASELINE_FRAMES = 78
 NUM_CLASSES = 20
 LIBRARIES = {"umap": "umap", "pca": "sklearn.decomposition", "tsne": "sklearn.manifold"}
 
@@ -72,14 +76,14 @@ def measure_reduction(title: str, n: int) -> dict:
     return result
 
 
-def measure_gif(folder: Path) -> dict:
+def measure_gif(folder: Path, points: int) -> dict:
     began = time.perf_counter()
     from PIL import Image
 
     from tti_eval.plotting.animation import NUM_FRAMES, create_morph_figure, save_gif
 
     imported = time.perf_counter() - began
-    start, end, labels = _maps(GIF_POINTS)
+    start, end, labels = _maps(points)
     path = folder / "morph.gif"
     began = time.perf_counter()
     morph = create_morph_figure(
@@ -90,13 +94,13 @@ def measure_gif(folder: Path) -> dict:
     with Image.open(path) as gif:
         frames, size = gif.n_frames, gif.size
     return {
-        "points": GIF_POINTS,
+        "points": points,
         "frames": frames,
         "size": list(size),
         "import_s": round(imported, 2),
         "seconds": round(seconds, 2),
         "peak_rss_mib": round(_peak_rss_mib(), 1),
-        "file_mib": round(path.stat().st_size / 2**20, 2),
+        "file_bytes": path.stat().st_size,
     }
 
 
@@ -106,9 +110,9 @@ def measure_baseline_gif(folder: Path) -> dict:
     from matplotlib.animation import FuncAnimation, PillowWriter
     from matplotlib.figure import Figure
 
-    from tti_eval.plotting.animation import NUM_FRAMES, class_colours, morph_times
+    from tti_eval.plotting.animation import class_colours, morph_times
 
-    start, end, labels = _maps(GIF_POINTS)
+    start, end, labels = _maps(BASELINE_POINTS)
     began = time.perf_counter()
     figure = Figure(figsize=(12, 7), dpi=100)
     axes = figure.add_subplot()
@@ -122,13 +126,14 @@ def measure_baseline_gif(folder: Path) -> dict:
         scatter.set_offsets((1 - t) * start + t * end)
         return (scatter,)
 
-    animation = FuncAnimation(figure, update, frames=morph_times(NUM_FRAMES))
+    animation = FuncAnimation(figure, update, frames=morph_times(BASELINE_FRAMES))
     animation.save(folder / "baseline.gif", writer=PillowWriter(fps=5))
     return {
-        "points": GIF_POINTS,
-        "frames": NUM_FRAMES,
+        "points": BASELINE_POINTS,
+        "frames": BASELINE_FRAMES,
         "seconds": round(time.perf_counter() - began, 2),
         "peak_rss_mib": round(_peak_rss_mib(), 1),
+        "file_bytes": (folder / "baseline.gif").stat().st_size,
     }
 
 
@@ -145,6 +150,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="2000,10000", help="numbers of points to reduce, comma-separated")
     parser.add_argument("--reductions", default="umap,pca,tsne", help="reductions to time, comma-separated")
+    parser.add_argument(
+        "--gif-points", default=",".join(map(str, GIF_POINTS)), help="points of each GIF's map, comma-separated"
+    )
     parser.add_argument("--skip-baseline", action="store_true", help="do not time the original tool's GIF writer")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -155,14 +163,14 @@ def main() -> None:
             if kind == "reduction":
                 result = measure_reduction(rest[0], int(rest[1]))
             elif kind == "gif":
-                result = measure_gif(Path(folder))
+                result = measure_gif(Path(folder), int(rest[0]))
             else:
                 result = measure_baseline_gif(Path(folder))
         print(json.dumps(result))
         return
 
     report: dict = {"cpus": os.cpu_count(), "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
-    report["gif"] = _child("gif")
+    report["gif"] = [_child("gif", points) for points in args.gif_points.split(",")]
     if not args.skip_baseline:
         report["baseline_gif"] = _child("baseline")
     report["reductions"] = [

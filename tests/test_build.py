@@ -183,8 +183,9 @@ def test_picker_hides_built_pairs_unless_asked(sources, cache_path, monkeypatch)
         offered["datasets"] = list(options)
         return PAIR.dataset
 
-    def pick_some(options, message="", instruction=""):
+    def pick_some(options, message="", what="", hidden=0):
         offered["models"] = list(options)
+        offered["hidden models"] = hidden
         return []
 
     monkeypatch.setattr(pickers, "require_terminal", lambda what, how="": None)
@@ -202,6 +203,7 @@ def test_picker_hides_built_pairs_unless_asked(sources, cache_path, monkeypatch)
     assert _invoke("build", "--by-dataset").exit_code == 0
     assert PAIR.dataset in offered["datasets"]
     assert PAIR.model not in offered["models"] and "tiny-siglip" in offered["models"]
+    assert offered["hidden models"] == 1  # the built PAIR, counted in the picker's header
 
 
 def test_pickers_with_nothing_to_pick_say_so():

@@ -140,7 +140,16 @@ def test_animate_writes_a_gif_with_the_class_names(cli_env):
     assert DATASET in gif.name and MODELS[0] in gif.name and MODELS[1] in gif.name and "validation" in gif.name
     assert str(gif) in result.output.replace("\n", "")
     with Image.open(gif) as image:
-        assert image.n_frames > 10 and image.size == (1200, 700)
+        assert image.n_frames == 40 and image.size == (800, 480)
+
+
+def test_animate_frames_sets_the_frames_per_loop(cli_env):
+    result = invoke("animate", MODELS[0], MODELS[1], DATASET, "--reduction", "pca", "--frames", "6")
+    assert result.exit_code == 0, result.output
+    (gif,) = (cli_env / "animations").glob("*.gif")
+    with Image.open(gif) as image:
+        assert image.n_frames == 6
+    assert invoke("animate", MODELS[0], MODELS[1], DATASET, "--frames", "1").exit_code == 2  # a usage error
 
 
 def test_animate_reuses_cached_reductions(cli_env, built):

@@ -2,7 +2,6 @@
 models' embeddings of the digits tree (train, validation and test)."""
 
 import os
-import re
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -51,13 +50,16 @@ def pairs() -> list[EmbeddingDefinition]:
     return [EmbeddingDefinition(model=m, dataset=DATASET) for m in MODELS]
 
 
-SCORE = re.compile(r"\d\.\d{4} \[\d\.\d{4}, \d\.\d{4}\]")
-DIFFERENCE = re.compile(r"[+-]\d\.\d{4} \[[+-]?\d\.\d{4}, [+-]?\d\.\d{4}\]")
-
-
-def test_compare_in_a_real_terminal_of_100_columns(env, built):
-    """A real subprocess, as a user runs it: every score and difference cell stays whole on one line."""
-    environ = {**os.environ, "COLUMNS": "100", "TTI_EVAL_CACHE_PATH": str(built), "TTI_EVAL_OUTPUT_PATH": str(env)}
+@pytest.mark.parametrize("columns", [100, 80])
+def test_compare_in_a_real_terminal(env, built, columns):
+    """A real subprocess, as a user runs it: at 100 columns every score and difference cell stays whole on one line;
+    at 80 (a notebook's `!` cell) each interval goes under its value, and names stay whole in both."""
+    environ = {
+        **os.environ,
+        "COLUMNS": str(columns),
+        "TTI_EVAL_CACHE_PATH": str(built),
+        "TTI_EVAL_OUTPUT_PATH": str(env),
+    }
     done = subprocess.run(
         [sys.executable, "-m", "tti_eval.cli.main", "compare", *PAIRS, "-e", "wKNN", "-e", "I2IR", "--save"],
         env=environ,
@@ -68,10 +70,11 @@ def test_compare_in_a_real_terminal_of_100_columns(env, built):
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     # saved paths are printed whole, for the terminal to wrap, so that they copy in one piece
-    assert max(len(line) for line in lines if not line.startswith("Saved the comparison to ")) <= 100
-    assert len(SCORE.findall(done.stdout)) == 4 and len(DIFFERENCE.findall(done.stdout)) == 2
+    assert max(len(line) for line in lines if not line.startswith("Saved the comparison to ")) <= columns
     assert all(any(model in line for line in lines) for model in MODELS)  # names are not cut
     assert "Across datasets · wKNN" in done.stdout and "≈ best:" in done.stdout
+    title = next(line for line in lines if line.startswith(f"{DATASET} · wKNN · validation: "))
+    assert title.endswith(" images")  # one line, not wrapped at the table's width
     (saved,) = (env / "comparisons").glob("compare_*.json")
     assert saved.with_suffix(".md").is_file()
     run = ComparisonRun.model_validate_json(saved.read_text())
@@ -79,6 +82,22 @@ def test_compare_in_a_real_terminal_of_100_columns(env, built):
         (DATASET, "wKNN", "validation"),
         (DATASET, "I2IR", "validation"),
     }
+    # every saved score and difference is on screen, whole: beside its value at 100 columns, under it at 80
+    cells = [
+        (g.evaluator, r.model, f"{r.value:.4f}", f"[{r.low:.4f}, {r.high:.4f}]") for g in run.groups for r in g.results
+    ] + [
+        (g.evaluator, c.model, f"{c.difference.value:+.4f}", f"[{c.difference.low:.4f}, {c.difference.high:.4f}]")
+        for g in run.groups
+        for c in g.comparisons
+    ]
+    for evaluator, model, value, interval in cells:
+        start = next(i for i, line in enumerate(lines) if line.startswith(f"{DATASET} · {evaluator} · "))
+        row = next(i for i in range(start, len(lines)) if f"  {model}  " in f"{lines[i]}  ")
+        if columns == 100:
+            assert f"{value} {interval}" in lines[row]
+        else:
+            assert value in lines[row] and interval in lines[row + 1]
+            assert lines[row].index(value) + len(value) == lines[row + 1].index(interval) + len(interval)
 
 
 def test_compare_matches_the_python_api_and_prints_every_figure(env):

@@ -1,9 +1,11 @@
 """Orchestration over cached embeddings, the CSV report and the score chart."""
 
 import csv
+import io
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from tti_eval.common.base import EmbeddingDefinition, Embeddings, Split
 from tti_eval.common.cache import load_embeddings, save_embeddings
@@ -16,7 +18,8 @@ from tti_eval.evaluation import (
 )
 from tti_eval.evaluation.report import evaluation_csv_path, write_csv
 from tti_eval.evaluation.run import evaluate_embeddings, run_evaluation
-from tti_eval.plotting.scores import plot_scores
+from tti_eval.plotting._png import CHART_DPI
+from tti_eval.plotting.scores import plot_scores, scores_figure
 
 
 def synthetic(seed: int, n: int, dim: int = 12, with_classes: bool = True) -> Embeddings:
@@ -115,5 +118,13 @@ def test_plot_scores_writes_a_png(tmp_path):
     ).results
     path = plot_scores(results, WeightedKNNClassifier.title(), tmp_path / "plots" / "wKNN.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+    # saved as a palette PNG that looks like the figure matplotlib draws, in fewer bytes than its own RGBA file
+    figure, rendered = scores_figure(results, WeightedKNNClassifier.title()), io.BytesIO()
+    figure.savefig(rendered, format="png", dpi=CHART_DPI)
+    with Image.open(path) as saved, Image.open(rendered) as direct:
+        assert saved.mode == "P" and saved.size == direct.size
+        difference = np.abs(np.asarray(saved.convert("RGB"), int) - np.asarray(direct.convert("RGB"), int))
+    assert difference.mean() < 0.5 and np.quantile(difference, 0.999) <= 16
+    assert path.stat().st_size < len(rendered.getvalue()) / 2
     with pytest.raises(ValueError, match="no zero_shot results"):
         plot_scores(results, ZeroShotClassifier.title(), tmp_path / "zero.png")

@@ -27,7 +27,7 @@ PAIRS = [
 
 
 def drive(keys: str | tuple[str, ...], pick, *args, codes: bool = False, **kwargs):
-    """Run a picker on `keys` (a tuple: chunks typed half a second apart, so a filter or a message shows before
+    """Run a picker on `keys` (a tuple: chunks typed a second apart, so a filter or a message shows before
     the next keys), then Ctrl-C, so a picker that stays open ends instead of waiting. Returns its result and the
     screen it drew, without escape codes; with `codes`, the output as written until that Ctrl-C (for
     `terminal.screen`), and None as the result of a picker still open then."""
@@ -47,7 +47,7 @@ def drive(keys: str | tuple[str, ...], pick, *args, codes: bool = False, **kwarg
         def type_keys() -> None:
             for chunk in chunks:
                 pipe.send_text(chunk)
-                time.sleep(0.5)
+                time.sleep(1.0)  # half a second was too short for the filter on a machine under load
             before_cancel.append(screen.getvalue())
             pipe.send_text(CTRL_C)
 
@@ -119,6 +119,15 @@ def test_the_header_names_the_order_and_the_hidden_pairs_and_keys():
         "siglip_small/plants",
         "clip/plants",
     ]  # grouped by model, in the order given
+
+
+def test_the_model_picker_names_what_it_offers_and_how_many_like_the_pair_picker():
+    _, screen = drive(TAB + ENTER, pick_some, ["clip", "siglip", "tinyclip"], "Pick models for plants", "MODEL", 2)
+    assert "Pick models for plants: (MODEL, 3 offered; 2 already built, hidden (--include-existing shows them))" in (
+        " ".join(screen.split())
+    )
+    _, screen = drive(TAB + ENTER, pick_some, ["clip", "siglip"], "Pick models for plants", "MODEL")
+    assert "(MODEL, 2 offered)" in screen and "hidden" not in screen
 
 
 def test_a_ticked_line_is_marked_apart_from_the_cursor():

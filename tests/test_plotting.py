@@ -189,15 +189,108 @@ def test_gif_has_every_frame_and_the_class_names_as_legend(cache_path, output_pa
     assert path.parent == output_path / "animations"
     assert path.name.startswith("transition_synthetic_model-a_model-b_validation_pca_") and path.suffix == ".gif"
     with Image.open(path) as gif:
-        assert gif.n_frames == 78 and gif.size == (1200, 700) and gif.info["loop"] == 0
+        assert gif.n_frames == animation.NUM_FRAMES == 40 and gif.size == (800, 480) and gif.info["loop"] == 0
         first = np.asarray(gif.convert("RGB"))
-        gif.seek(39)
+        gif.seek(20)
         assert not np.array_equal(first, np.asarray(gif.convert("RGB")))  # the points moved
     (morph,) = captured_figures
     assert morph.legend_labels == names
     title = morph.figure.get_suptitle()
     assert "model-a" in title and "model-b" in title and "synthetic" in title
     assert list(path.parent.glob(".*.tmp")) == []
+
+
+def gif_frames(path) -> list[np.ndarray]:
+    """Every frame of a GIF as shown (RGB), each composed over the ones before as a viewer composes it."""
+    with Image.open(path) as gif:
+        frames = []
+        for index in range(gif.n_frames):
+            gif.seek(index)
+            frames.append(np.asarray(gif.convert("RGB")))
+    return frames
+
+
+def rendered_frames(morph: animation.MorphFigure, num_frames: int) -> list[np.ndarray]:
+    """The reference: each frame drawn from scratch (no cached background) at the same times, as RGB."""
+    (_, marker) = morph.track.lines  # the track, then the marker `save_gif` added
+    for artist in (morph.scatter, marker):
+        artist.set_animated(False)
+    frames = []
+    for t in morph_times(num_frames):
+        morph.set_time(float(t))
+        marker.set_xdata([t])
+        morph.figure.canvas.draw()
+        frames.append(np.asarray(morph.figure.canvas.buffer_rgba())[:, :, :3].copy())
+    return frames
+
+
+def test_gif_frames_show_the_drawn_figure_in_one_shared_palette(cache_path, output_path, captured_figures) -> None:
+    """Frames after the first store only what changed; composed by a GIF reader they must still show exactly the
+    figure as drawn, in the few colours of one palette: greys for text and lines plus the class colours."""
+    save_pair(np.arange(120) % 6, [f"class {k}" for k in range(6)])
+    path = build_animation(MODEL_A, MODEL_B, reduction="pca", num_frames=8)
+
+    (morph,) = captured_figures
+    palette = animation.gif_palette(morph.legend_colours)
+    assert len(palette) == animation.GREYS + 6
+    shown = gif_frames(path)
+    assert len(shown) == 8
+    target = Image.new("P", (1, 1))
+    target.putpalette(palette.ravel().tolist())
+    colours = {tuple(colour) for colour in palette}
+    class_rgb = np.round(morph.legend_colours[:, :3] * 255).astype(np.uint8)
+    for frame, drawn in zip(shown, rendered_frames(morph, 8), strict=True):
+        # the whole frame mapped onto the palette on its own, without reference to the frame before
+        whole = palette[np.asarray(Image.fromarray(drawn).quantize(palette=target, dither=Image.Dither.NONE))]
+        np.testing.assert_array_equal(frame, whole)
+        assert {tuple(colour) for colour in np.unique(frame.reshape(-1, 3), axis=0)} <= colours
+        for colour in class_rgb:  # a point's pixels keep exactly its class colour
+            drawn_here = (drawn == colour).all(axis=2)
+            assert drawn_here.any() and (frame[drawn_here] == colour).all()
+        # points are not antialiased: the map holds the background and class colours only, no blends of two
+        left, bottom, right, top = np.round(morph.axes.get_window_extent().extents).astype(int)
+        in_map = np.unique(drawn[drawn.shape[0] - top : drawn.shape[0] - bottom, left:right].reshape(-1, 3), axis=0)
+        assert {tuple(c) for c in in_map} <= {(255, 255, 255), *(tuple(c) for c in class_rgb)}
+    with Image.open(path) as gif:
+        assert len(gif.palette.colors) <= len(palette) + 1  # the palette's colours and the transparent index
+        durations = []
+        for index in range(gif.n_frames):
+            gif.seek(index)
+            durations.append(gif.info["duration"])
+    # the loop's length does not depend on the number of frames: the moving frames share MORPH_MS
+    assert durations[0] == durations[4] == animation.HOLD_MS
+    assert sum(durations) - 2 * animation.HOLD_MS == pytest.approx(animation.MORPH_MS, abs=10 * 6)
+
+
+def test_the_demo_sized_gif_stays_small(cache_path, output_path) -> None:
+    """A map of the demo's size (270 points, 10 classes) in the default 40 frames: 1.8 MB before the GIF stored only
+    changes in a palette of a few colours; now about 250 KB. The budget leaves room for the layout to change."""
+    save_pair(np.arange(270) % 10, [str(k) for k in range(10)])
+    path = build_animation(MODEL_A, MODEL_B, reduction="pca")
+    assert path.stat().st_size < 400_000
+
+
+def test_changed_patch_against_a_pixel_by_pixel_reference() -> None:
+    rng = np.random.default_rng(3)
+    previous = rng.integers(0, 4, size=(30, 40)).astype(np.uint8)
+    current = previous.copy()
+    current[5, 7], current[12, 30], current[20, 9] = 9, 8, 7
+    patch, (left, top) = animation.changed_patch(previous, current, transparent=255)
+    changed = [(y, x) for y in range(30) for x in range(40) if previous[y, x] != current[y, x]]
+    assert (top, left) == (min(y for y, _ in changed), min(x for _, x in changed))
+    assert patch.shape == (max(y for y, _ in changed) - top + 1, max(x for _, x in changed) - left + 1)
+    for y in range(patch.shape[0]):
+        for x in range(patch.shape[1]):
+            expected = current[top + y, left + x] if (top + y, left + x) in changed else 255
+            assert patch[y, x] == expected
+    unchanged, corner = animation.changed_patch(previous, previous, transparent=255)
+    assert unchanged.tolist() == [[255]] and corner == (0, 0)  # a frame that changes nothing is still a frame
+
+
+def test_many_classes_share_the_palette_without_overflowing_it() -> None:
+    palette = animation.gif_palette(class_colours(1000))
+    assert 200 < len(palette) <= 255 and palette.dtype == np.uint8  # merged colours; one index left for transparency
+    assert len(animation.gif_palette(class_colours(45))) == animation.GREYS + 45
 
 
 def test_legend_colours_match_the_points_with_many_classes_and_a_missing_one(

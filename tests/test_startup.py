@@ -191,9 +191,15 @@ def test_metadata_that_is_not_one_string_gets_one_sentence(cache_path):
 
 
 def test_help_text_matches_the_declarations():
-    from tti_eval.cli.help_text import DEFAULT_REDUCTION, EVALUATOR_DESCRIPTIONS, LINEAR_PROBE_DEFAULTS, REDUCTIONS
+    from tti_eval.cli.help_text import (
+        ANIMATION_FRAMES,
+        DEFAULT_REDUCTION,
+        EVALUATOR_DESCRIPTIONS,
+        LINEAR_PROBE_DEFAULTS,
+        REDUCTIONS,
+    )
     from tti_eval.evaluation import EVALUATORS, LinearProbeClassifier
-    from tti_eval.plotting import reduction
+    from tti_eval.plotting import animation, reduction
 
     # Compared as sets: a test that replaces a built-in re-registers it last.
     builtin = {t: e.spec.description for t, e in EVALUATORS.items() if e.__module__.startswith("tti_eval.")}
@@ -202,6 +208,7 @@ def test_help_text_matches_the_declarations():
     assert {name: defaults[name] for name in LINEAR_PROBE_DEFAULTS} == LINEAR_PROBE_DEFAULTS
     assert {t for t, r in reduction.REDUCERS.items() if r.__module__ == reduction.__name__} == set(REDUCTIONS)
     assert DEFAULT_REDUCTION == reduction.DEFAULT_REDUCTION
+    assert ANIMATION_FRAMES == animation.NUM_FRAMES
 
 
 @pytest.mark.parametrize("package", ["tti_eval", "tti_eval.common", "tti_eval.dataset", "tti_eval.model"])

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .console import console, user_errors, warn
+from .console import console, fits, stacked, titled, user_errors, warn
 from .main import (
     AllOption,
     DatasetOption,
@@ -27,7 +27,7 @@ from .main import (
 )
 
 if TYPE_CHECKING:
-    from rich.table import Table
+    from rich.console import RenderableType
 
     from tti_eval.comparison import ComparisonRun
     from tti_eval.comparison.results import GroupComparison, Leaderboard
@@ -101,48 +101,53 @@ def print_comparison(run: "ComparisonRun", per_class: bool = False) -> None:
     )
 
 
-def group_table(group: "GroupComparison") -> "Table":
+def group_table(group: "GroupComparison", width: int | None = None) -> "RenderableType":
+    """Ranked models of one (dataset, evaluator, split). Each interval sits beside its value when the table fits
+    `width` (the terminal's by default) so, else under it: a notebook's 80 columns then still show whole names."""
     from rich import box
     from rich.table import Table
 
     from tti_eval.comparison.writers import GROUP_HEADER, describe_test, group_rows
 
-    # No vertical rules or outer padding: six columns of intervals then fit in 100 columns with 18-letter names.
-    table = Table(
-        title=f"\n{group.dataset} · {group.evaluator} · {group.split}: {group.metric} on {group.n} images",
-        title_justify="left",
-        caption=f"Paired 95 % bootstrap intervals; p from {describe_test(group)}, Holm-adjusted.",
-        caption_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        collapse_padding=True,
+    def table(header: list[str], rows: list[list[str]]) -> Table:
+        # No vertical rules, outer padding or edges: at 100 columns six columns of one-line intervals fit with
+        # 18-letter names, and at 80 the same with each interval under its value.
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, show_edge=False)
+        for k, column in enumerate(header):
+            if k == 1:  # a long model name wraps rather than being cut
+                table.add_column(column, overflow="fold")
+            else:
+                table.add_column(column, justify="left" if k == 5 else "right", no_wrap=True)
+        for row, style in zip(rows, ["bold"] + [""] * len(group.comparisons), strict=True):
+            table.add_row(*row, style=style)
+        return table
+
+    rows = group_rows(group)
+    chosen = table(GROUP_HEADER, rows)
+    if not fits(chosen, width or console.width):
+        chosen = table(stacked(GROUP_HEADER), [stacked(row) for row in rows])
+    return titled(
+        chosen,
+        f"\n{group.dataset} · {group.evaluator} · {group.split}: {group.metric} on {group.n} images",
+        f"Paired 95 % bootstrap intervals; p from {describe_test(group)}, Holm-adjusted.",
     )
-    for k, column in enumerate(GROUP_HEADER):
-        if k == 1:  # a long model name wraps rather than being cut
-            table.add_column(column, overflow="fold")
-        else:
-            table.add_column(column, justify="left" if k == 5 else "right", no_wrap=True)
-    for row, style in zip(group_rows(group), ["bold"] + [""] * len(group.comparisons), strict=True):
-        table.add_row(*row, style=style)
-    return table
 
 
-def leaderboard_table(board: "Leaderboard") -> "Table":
+def leaderboard_table(board: "Leaderboard") -> "RenderableType":
     from rich import box
     from rich.table import Table
 
     from tti_eval.comparison.writers import leaderboard_rows
 
     header, rows = leaderboard_rows(board)
-    table = Table(
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        collapse_padding=True,
-        title=f"\nAcross datasets · {board.evaluator} · {board.split}: mean rank, wins/ties/losses vs each model",
-        title_justify="left",
-    )
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, show_edge=False)
     for k, column in enumerate(header):
-        table.add_column(column, justify="left" if k == 0 else "right")
+        if k == 0:  # names whole; with many models the "vs MODEL" headers wrap instead
+            table.add_column(column, no_wrap=True)
+        else:
+            table.add_column(column, justify="right", overflow="fold")
     for row in rows:
         table.add_row(*row)
-    return table
+    return titled(
+        table, f"\nAcross datasets · {board.evaluator} · {board.split}: mean rank, wins/ties/losses vs each model"
+    )

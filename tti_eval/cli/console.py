@@ -6,7 +6,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import typer
@@ -15,6 +15,9 @@ from rich.console import Console
 from tti_eval.common.errors import TTIEvalError
 
 if TYPE_CHECKING:
+    from rich.console import RenderableType
+    from rich.table import Table
+
     from tti_eval.common.progress import Display
 
 console = Console()
@@ -76,6 +79,32 @@ def progress_display() -> "Iterator[Display]":
 
     with showing(display_for(err_console)) as display:
         yield display
+
+
+def titled(table: "Table", title: str, caption: str = "") -> "RenderableType":
+    """`table` under `title` (rich markup) and over `caption` (plain text), both wrapped at the console's width: rich
+    wraps a table's own title and caption at the table's width, which broke a one-line title over a narrow table."""
+    from rich.console import Group
+    from rich.text import Text
+
+    parts: list[RenderableType] = [Text.from_markup(title, style="table.title"), table]
+    if caption:
+        parts.append(Text(caption, style="table.caption"))
+    return Group(*parts)
+
+
+def fits(table: "Table", width: int) -> bool:
+    """Whether every cell of `table` fits on one line within `width` columns."""
+    from rich.measure import Measurement
+
+    # measured with room to spare: a measurement never exceeds the width it is given
+    return Measurement.get(console, console.options.update_width(10 * width), table).maximum <= width
+
+
+def stacked(cells: Sequence[str]) -> list[str]:
+    """Cells such as `0.9042 [0.8991, 0.9093]` or `p (Holm)` broken before the bracket, for a table too narrow to
+    show them on one line: the interval goes under its value instead of being cut."""
+    return [cell.replace(" [", "\n[").replace(" (", "\n(") for cell in cells]
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

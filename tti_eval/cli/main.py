@@ -18,13 +18,16 @@ from . import console as console_module
 from .console import (
     configure_logging,
     console,
+    fits,
     interrupt_exits_130_from_now_on,
     progress_display,
     silence_library_progress_bars,
+    stacked,
+    titled,
     user_errors,
     warn,
 )
-from .help_text import DEFAULT_REDUCTION, EVALUATOR_DESCRIPTIONS, LINEAR_PROBE_DEFAULTS, REDUCTIONS
+from .help_text import ANIMATION_FRAMES, DEFAULT_REDUCTION, EVALUATOR_DESCRIPTIONS, LINEAR_PROBE_DEFAULTS, REDUCTIONS
 from .selection import (
     DatasetOption,
     ModelDatasetOption,
@@ -35,8 +38,7 @@ from .selection import (
 )
 
 if TYPE_CHECKING:
-    from rich.console import Console
-    from rich.table import Table
+    from rich.console import Console, RenderableType
 
     from tti_eval.common import EmbeddingDefinition
     from tti_eval.common.progress import Display, Task
@@ -116,8 +118,7 @@ def _pick_pairs_to_build(include_existing: bool, by_dataset: bool, splits: list[
         dataset = pick_one(DatasetProvider.list_dataset_titles(), "Pick a dataset")
         models = ModelProvider.list_model_titles()
         new = [m for m in models if is_new(EmbeddingDefinition(model=m, dataset=dataset))]
-        hidden = f"({len(models) - len(new)} already built, hidden: --include-existing shows them)"
-        picked = pick_some(new, f"Pick models for {dataset}", hidden if len(new) < len(models) else "")
+        picked = pick_some(new, f"Pick models for {dataset}", "MODEL", hidden=len(models) - len(new))
         return [EmbeddingDefinition(model=m, dataset=dataset) for m in picked]
     candidates = all_pairs()
     new = [p for p in candidates if is_new(p)]
@@ -545,25 +546,32 @@ def _plot(results: "Sequence[EvaluationResult]", csv_path) -> None:
         )
 
 
-def per_class_table(title: str, per_class: "Sequence[PerClassResult]") -> "Table":
-    """Classes x models: recall [95 % interval], marked where it lies entirely below another model's."""
+def per_class_table(title: str, per_class: "Sequence[PerClassResult]", width: int | None = None) -> "RenderableType":
+    """Classes x models: recall [95 % interval], marked where it lies entirely below another model's; each interval
+    under its recall when the table would not fit `width` (the terminal's by default) otherwise."""
     from rich.table import Table
 
     from tti_eval.comparison.writers import BELOW, per_class_rows
 
+    def table(header: list[str], rows: list[list[str]]) -> Table:
+        table = Table()
+        for k, column in enumerate(header):
+            table.add_column(column, justify="left" if k == 0 else "right", no_wrap=k > 0)
+        for row in rows:
+            table.add_row(*row)
+        return table
+
     header, rows = per_class_rows(list(per_class))
-    table = Table(title=f"{title}: recall per class [dim](95 % interval in brackets)[/]", title_justify="left")
-    for k, column in enumerate(header):
-        table.add_column(column, justify="left" if k == 0 else "right")
-    for row in rows:
-        table.add_row(*row)
-    if len(per_class) > 1:
-        table.caption = f"{BELOW}: this model's recall interval lies entirely below another model's for the class."
-        table.caption_justify = "left"
-    return table
+    chosen = table(header, rows)
+    if not fits(chosen, width or console.width):
+        chosen = table(header, [row[:2] + stacked(row[2:]) for row in rows])
+    below = f"{BELOW}: this model's recall interval lies entirely below another model's for the class."
+    return titled(
+        chosen, f"{title}: recall per class [dim](95 % interval in brackets)[/]", below if len(per_class) > 1 else ""
+    )
 
 
-def per_class_tables(results: "Sequence[EvaluationResult]") -> "list[Table]":
+def per_class_tables(results: "Sequence[EvaluationResult]") -> "list[RenderableType]":
     """One per-class table per dataset of one evaluator's classifier results."""
     tables = []
     for dataset in dict.fromkeys(r.dataset for r in results):
@@ -580,7 +588,7 @@ def _warn_stale(pairs: "Sequence[EmbeddingDefinition]", splits: Sequence[Split])
         warn(message)
 
 
-def scores_table(title: str, results: "Sequence[EvaluationResult]", width: int | None = None) -> "Table":
+def scores_table(title: str, results: "Sequence[EvaluationResult]", width: int | None = None) -> "RenderableType":
     """Rows models, columns datasets: the main metric to 4 decimals with its 95 % interval beside it. The title names
     the metric and the split, each dataset its number of scored images. Model names are never truncated: when the
     table is wider than `width` (the terminal's by default), datasets become the rows if there are more of them than
@@ -594,7 +602,7 @@ def scores_table(title: str, results: "Sequence[EvaluationResult]", width: int |
     cells = {(r.model, r.dataset): r for r in results}
     shows = scored_on(results[0].main_metric.label, (r.split for r in results))
     marked = "≈ approximate search (see the note), " if any(r.approximate for r in results) else ""
-    table = Table(title=f"{title}: {shows} [dim]({marked}95 % interval in brackets)[/]", title_justify="left")
+    table = Table()
 
     def scored(dataset: str, between: str = "\n") -> str:
         return f"{dataset}{between}[dim]{images_scored(r.n_scored for r in results if r.dataset == dataset)}[/]"
@@ -630,8 +638,7 @@ def scores_table(title: str, results: "Sequence[EvaluationResult]", width: int |
         for dataset in datasets:
             table.add_row(scored(dataset, ": "), *(cell(model, dataset) for model in models))
     notes = [f"{r.model}/{r.dataset}: {r.note}" for r in results if r.note]
-    table.caption, table.caption_justify = "\n".join(notes) or None, "left"
-    return table
+    return titled(table, f"{title}: {shows} [dim]({marked}95 % interval in brackets)[/]", "\n".join(notes))
 
 
 @app.command()
@@ -649,6 +656,12 @@ def animate(
     split: Annotated[
         Split, typer.Option(case_sensitive=False, help="Which split's images to show.")
     ] = Split.VALIDATION,
+    frames: Annotated[
+        int,
+        typer.Option(
+            min=2, help="Frames per loop: fewer make a smaller GIF that steps rather than glides (same loop length)."
+        ),
+    ] = ANIMATION_FRAMES,
 ) -> None:
     """Morph one model's 2-D embedding map of a dataset into another's and save it as a GIF."""
     from tti_eval.common import EmbeddingDefinition
@@ -674,7 +687,9 @@ def animate(
     from tti_eval.common.progress import task
 
     with progress_display(), task(f"Reducing embeddings with {reduction} and drawing the animation", None):
-        path = build_animation(pairs[0], pairs[1], split=split, reduction=reduction, interactive=interactive)
+        path = build_animation(
+            pairs[0], pairs[1], split=split, reduction=reduction, interactive=interactive, num_frames=frames
+        )
     if path is not None:
         # soft_wrap: never break a path across lines (a notebook's or log's 80 columns would), so it can be copied
         console.print(f"Saved the animation to {path}", highlight=False, soft_wrap=True)

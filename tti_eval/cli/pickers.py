@@ -88,6 +88,12 @@ def _fuzzy(options: Sequence[Any], message: str, instruction: str = "", *, multi
     return _execute(prompt)
 
 
+def offered(what: str, count: int, hidden: int = 0) -> str:
+    """A multi-select picker's header note: what its lines are, how many, and how many built ones it hides."""
+    note = f"; {hidden} already built, hidden (--include-existing shows them)" if hidden else ""
+    return f"({what}, {count} offered{note})"
+
+
 def pick_pairs(
     pairs: Sequence[EmbeddingDefinition], message: str = "Pick model/dataset pairs", hidden: int = 0
 ) -> list[EmbeddingDefinition]:
@@ -97,8 +103,7 @@ def pick_pairs(
         return []
     models = list(dict.fromkeys(p.model for p in pairs))
     ordered = sorted(pairs, key=lambda p: models.index(p.model))
-    note = f"; {hidden} already built, hidden (--include-existing shows them)" if hidden else ""
-    return _fuzzy(ordered, message, f"(MODEL/DATASET, {len(pairs)} offered{note})", multiselect=True)
+    return _fuzzy(ordered, message, offered("MODEL/DATASET", len(pairs), hidden), multiselect=True)
 
 
 def pick_one(options: Sequence[str], message: str) -> str:
@@ -110,10 +115,11 @@ def pick_one(options: Sequence[str], message: str) -> str:
     return picked
 
 
-def pick_some(options: Sequence[str], message: str, instruction: str = "") -> list[str]:
+def pick_some(options: Sequence[str], message: str, what: str = "choices", hidden: int = 0) -> list[str]:
+    """Fuzzy multi-select over `options`, its header naming `what` they are, their number and the `hidden` ones."""
     if not options:
         return []
-    return _fuzzy(options, message, instruction, multiselect=True)
+    return _fuzzy(options, message, offered(what, len(options), hidden), multiselect=True)
 
 
 def pick_animation_models(models: Sequence[str]) -> tuple[str, str]:

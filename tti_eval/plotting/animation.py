@@ -3,7 +3,12 @@
 Both maps are standardised and the second is rotated (or reflected) onto the first with orthogonal Procrustes, so the
 morph shows points moving between clusters rather than the whole cloud spinning. Frames are rendered one at a time on
 an Agg canvas (only the points and the progress marker are redrawn over a cached background) and streamed into the
-GIF with one shared palette, so memory stays flat whatever the number of frames.
+GIF, so memory stays flat whatever the number of frames.
+
+The GIF is meant to be shared (a notebook, a report, a chat message), so it is kept small: one palette for all frames
+holding only greys (text, lines) and the class colours, points drawn without antialiasing so each of their pixels is
+exactly its class colour, and after the first frame only the box of changed pixels is stored, unchanged ones in it
+transparent. The demo map (270 points) went from 1.8 MB to a seventh of that (benchmarks/README.md).
 """
 
 import math
@@ -29,11 +34,13 @@ from tti_eval.common.cache import load_embeddings, load_metadata
 from .reduction import DEFAULT_REDUCTION, DEFAULT_SEED, reduce_embeddings
 
 MAX_POINTS = 3_000  # more makes an unreadable blob and slows every frame; the sample is seeded
-NUM_FRAMES = 78
-FIGURE_SIZE = (12, 7)  # inches; at DPI this is 1200 x 700 pixels
-DPI = 100
-FRAME_MS = 80
+# The file grows with frames x moving points: 40 frames (20 each way, eased) at 10 per second still read as motion.
+NUM_FRAMES = 40
+FIGURE_SIZE = (10, 6)  # inches; at DPI this is 800 x 480 pixels, the width a notebook cell shows without scaling
+DPI = 80
+MORPH_MS = 3_800  # one loop's moving frames together, whatever their number, so fewer frames step rather than hurry
 HOLD_MS = 1_000  # linger on each model's own map
+GREYS = 16  # shades from black to white in the GIF's palette, for antialiased text and lines
 
 
 class NoDisplayError(TTIEvalError):
@@ -66,9 +73,8 @@ def class_colours(num_classes: int) -> np.ndarray:
 
 
 def morph_times(num_frames: int) -> np.ndarray:
-    """Interpolation weights for one loop, A -> B -> A, eased so motion slows near each model's own map.
-
-    Consecutive frames always differ, so a GIF writer that merges repeated frames keeps every one."""
+    """Interpolation weights for one loop, A -> B -> A, eased so motion slows near each model's own map; consecutive
+    weights always differ."""
     return (1 - np.cos(2 * np.pi * np.arange(num_frames) / num_frames)) / 2
 
 
@@ -116,7 +122,7 @@ def create_morph_figure(
         FigureCanvasAgg(figure)
     figure.suptitle(title, fontsize=15, y=0.975)
     if subtitle:
-        figure.text(0.5, 0.915, subtitle, ha="center", va="center", fontsize=10, color="0.35")
+        figure.text(0.5, 0.915, subtitle, ha="center", va="center", fontsize=11, color="0.35")
 
     colours = class_colours(len(class_names))
     rows = 28 if len(class_names) <= 28 else 38
@@ -129,7 +135,7 @@ def create_morph_figure(
         loc="center right",
         bbox_to_anchor=(0.99, 0.5),
         ncols=math.ceil(len(class_names) / rows),
-        fontsize=9 if len(class_names) <= 28 else 7,
+        fontsize=10 if len(class_names) <= 28 else 8,
         frameon=False,
         handletextpad=0.2,
         columnspacing=0.8,
@@ -145,29 +151,58 @@ def create_morph_figure(
     axes.set_xlim(low[0] - pad[0], high[0] + pad[0])
     axes.set_ylim(low[1] - pad[1], high[1] + pad[1])
     size = float(np.clip(30_000 / len(start), 4, 30))
-    scatter = axes.scatter(start[:, 0], start[:, 1], c=colours[labels], s=size, linewidths=0, alpha=0.85)
+    # Opaque, so a point shows its class colour exactly (as in the legend) wherever points overlap.
+    scatter = axes.scatter(start[:, 0], start[:, 1], c=colours[labels], s=size, linewidths=0)
 
     centre = 0.02 + width / 2
     track = figure.add_axes((centre - 0.17, 0.045, 0.34, 0.03))
     track.set_axis_off()
-    figure.text(centre - 0.18, 0.06, from_title, ha="right", va="center", fontsize=11)
-    figure.text(centre + 0.18, 0.06, to_title, ha="left", va="center", fontsize=11)
+    figure.text(centre - 0.18, 0.06, from_title, ha="right", va="center", fontsize=12)
+    figure.text(centre + 0.18, 0.06, to_title, ha="left", va="center", fontsize=12)
     return MorphFigure(figure, axes, scatter, legend, track, start, end, labels)
 
 
-def _frames(morph: MorphFigure, times: np.ndarray) -> Iterator[Image.Image]:
-    """Palette images of the morph at each time, rendered one at a time.
+def gif_palette(colours: np.ndarray) -> np.ndarray:
+    """The GIF's one palette [P, 3] (uint8, P <= 255, leaving an index for transparency): a grey ramp for the text
+    and lines, then the class colours `colours` ([C, 3 or 4] in 0..1), merged by median cut beyond what fits."""
+    greys = np.repeat(np.linspace(0, 255, GREYS).round()[:, None], 3, axis=1)
+    rgb = np.round(np.asarray(colours)[:, :3] * 255).astype(np.uint8)
+    room = 255 - GREYS
+    if len(rgb) > room:  # hundreds of classes: their colours are indistinguishable anyway
+        strip = Image.frombytes("RGB", (len(rgb), 1), rgb.tobytes())
+        merged = strip.quantize(room, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).getpalette()
+        rgb = np.array(merged, dtype=np.uint8).reshape(-1, 3)[:room]
+    return np.concatenate([greys, rgb]).astype(np.uint8)
 
-    Only the points and the marker are redrawn over a cached background, and every frame is mapped onto the palette
-    of the first (all frames hold the same colours), which keeps colours steady and quantising cheap."""
+
+def changed_patch(previous: np.ndarray, current: np.ndarray, transparent: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """What a GIF frame must store to turn `previous` into `current` (palette indices, [H, W]): the smallest box
+    holding every changed pixel, unchanged pixels in it set to `transparent`, and the box's (left, top) corner."""
+    changed = previous != current
+    rows, columns = np.flatnonzero(changed.any(axis=1)), np.flatnonzero(changed.any(axis=0))
+    if rows.size == 0:  # no point moved by a whole pixel: one transparent pixel keeps the frame and its delay
+        return np.full((1, 1), transparent, dtype=np.uint8), (0, 0)
+    top, bottom, left, right = rows[0], rows[-1] + 1, columns[0], columns[-1] + 1
+    patch = np.where(changed[top:bottom, left:right], current[top:bottom, left:right], transparent)
+    return patch.astype(np.uint8), (int(left), int(top))
+
+
+def _frames(morph: MorphFigure, times: np.ndarray, palette: np.ndarray) -> Iterator[np.ndarray]:
+    """Each frame of the morph as indices into `palette`, rendered one at a time.
+
+    Only the points and the marker are redrawn over a cached background. Points are drawn without antialiasing, so
+    their pixels are exactly the class colours the palette holds (no edge blend of two classes can land on a third
+    class's colour), and a point that moves less than a pixel leaves the frame unchanged."""
     canvas = morph.figure.canvas
     morph.track.plot([0, 1], [0, 0], color="0.75", linewidth=3, solid_capstyle="round")
     morph.track.set_xlim(-0.03, 1.03)
     (marker,) = morph.track.plot([0], [0], marker="o", markersize=11, color="0.25", animated=True)
     morph.scatter.set_animated(True)
+    morph.scatter.set_antialiased(False)
     canvas.draw()
     background = canvas.copy_from_bbox(morph.figure.bbox)
-    palette = None
+    target = Image.new("P", (1, 1))
+    target.putpalette(palette.ravel().tolist())
     for t in times:
         canvas.restore_region(background)
         morph.set_time(float(t))
@@ -175,28 +210,47 @@ def _frames(morph: MorphFigure, times: np.ndarray) -> Iterator[Image.Image]:
         morph.axes.draw_artist(morph.scatter)
         morph.track.draw_artist(marker)
         frame = Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()).convert("RGB")
-        if palette is None:
-            palette = frame.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-        yield frame.quantize(palette=palette, dither=Image.Dither.NONE)
+        yield np.asarray(frame.quantize(palette=target, dither=Image.Dither.NONE))
 
 
 def save_gif(morph: MorphFigure, path: Path, num_frames: int = NUM_FRAMES) -> Path:
     """Write a looping GIF of the morph from A to B and back, one frame at a time (memory does not grow with frames).
 
-    Pillow's `save(append_images=...)` keeps every frame until the end and merges repeated ones, so the file is
-    assembled here from its public (legacy) GIF helpers `getheader` and `getdata` instead."""
+    Pillow's `save(append_images=...)` keeps every frame until the end, so the file is assembled here from its public
+    (legacy) GIF helpers `getheader` and `getdata`: the first frame whole, then each frame's `changed_patch` over the
+    one before (disposal 1 keeps what is already shown)."""
     if num_frames < 2:
         raise ValueError(f"a morph needs at least 2 frames, got {num_frames}")
     times = morph_times(num_frames)
     holds = {0, num_frames // 2} if num_frames % 2 == 0 else {0}
+    # GIF delays count hundredths of a second, and browsers slow anything under 20 ms down to 100 ms
+    frame_ms = max(20, 10 * round(MORPH_MS / max(1, num_frames - len(holds)) / 10))
+    palette = gif_palette(morph.legend_colours)
+    transparent = len(palette)
+    entries = [*palette.ravel().tolist(), 255, 255, 255]  # the transparent index's colour is never shown
+
+    def image(indices: np.ndarray) -> Image.Image:
+        picture = Image.frombytes("P", (indices.shape[1], indices.shape[0]), np.ascontiguousarray(indices).tobytes())
+        picture.putpalette(entries)
+        return picture
 
     def write(handle) -> None:
-        for index, frame in enumerate(_frames(morph, times)):
-            duration = HOLD_MS if index in holds else FRAME_MS
-            if index == 0:
-                header, _ = GifImagePlugin.getheader(frame, info={"loop": 0, "duration": duration})
+        previous = None
+        for index, frame in enumerate(_frames(morph, times, palette)):
+            duration = HOLD_MS if index in holds else frame_ms
+            if previous is None:
+                first = image(frame)
+                header, _ = GifImagePlugin.getheader(first, info={"loop": 0, "duration": duration})
                 handle.writelines(header)
-            handle.writelines(GifImagePlugin.getdata(frame, duration=duration))
+                handle.writelines(GifImagePlugin.getdata(first, duration=duration))
+            else:
+                patch, offset = changed_patch(previous, frame, transparent)
+                handle.writelines(
+                    GifImagePlugin.getdata(
+                        image(patch), offset=offset, duration=duration, transparency=transparent, disposal=1
+                    )
+                )
+            previous = frame
         handle.write(b";")  # GIF trailer
 
     atomic_write(path, write)

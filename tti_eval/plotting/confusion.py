@@ -11,8 +11,9 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from tti_eval.common.atomic import atomic_write
 from tti_eval.evaluation._metrics import images_scored, scored_on
+
+from ._png import save_png
 
 MAX_MATRIX_CLASSES = 40  # beyond this, class names on the axes overlap at any figure size that fits a page
 TOP_PAIRS = 25
@@ -98,4 +99,4 @@ def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], title: str)
 def plot_confusion(matrix: np.ndarray, class_names: Sequence[str], title: str, path: Path) -> Path:
     """Save `confusion_figure` as a PNG at `path`."""
     figure = confusion_figure(matrix, class_names, title)
-    return atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=150))
+    return save_png(figure, path)

@@ -11,17 +11,17 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from tti_eval.common.atomic import atomic_write
 from tti_eval.common.title_registry import natural_key
 from tti_eval.evaluation import EvaluationResult
 from tti_eval.evaluation._metrics import images_scored, scored_on
+
+from ._png import save_png
 
 
 def plot_scores(results: Sequence[EvaluationResult], evaluator_title: str, path: Path) -> Path:
     """Save the chart of `evaluator_title`'s main metric over every (model, dataset) in `results` as a PNG."""
     figure = scores_figure(results, evaluator_title)
-    atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=150))
-    return path
+    return save_png(figure, path)
 
 
 def scores_figure(results: Sequence[EvaluationResult], evaluator_title: str) -> Figure:
