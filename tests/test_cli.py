@@ -1,6 +1,7 @@
 """`tti-eval evaluate`, `animate` and `list`, end to end through typer on embeddings of real tiny models."""
 
 import csv
+import os
 import subprocess
 import sys
 
@@ -184,6 +185,20 @@ def test_list_shows_cached_pairs_with_sizes(cli_env, digits_tree):
     assert len(lines) == len(MODELS)
     sizes = f"{digits_tree.sizes['train']} + {digits_tree.sizes['validation']}"
     assert all(sizes in line and "train, validation" in line and "16" in line for line in lines)
+
+
+def test_list_keeps_titles_whole_in_a_narrow_terminal(built):
+    """A real process at 40 columns: the dataset and model names stay whole; the other columns wrap instead."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tti_eval.cli.main", "list"],
+        env={**os.environ, "COLUMNS": "40", "TTI_EVAL_CACHE_PATH": str(built)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("│ " + DATASET)]
+    assert sorted(row.split("│")[2].strip() for row in rows) == sorted(MODELS)
 
 
 def test_list_all_shows_every_known_model_and_dataset(cli_env):

@@ -745,9 +745,12 @@ def list_(
         return
     from tti_eval.provenance import split_state
 
-    table = Table(title=f"Cached embeddings in {get_settings().embeddings_path}", title_justify="left")
+    table = Table()
     for column in ("Dataset", "Model", "Splits", "N", "D", "State"):
-        table.add_column(column, justify="right" if column in ("N", "D") else "left")
+        # titles are never cut: in a narrow terminal the splits and states wrap instead
+        whole = column in ("Dataset", "Model")
+        width = max((len(getattr(pair, column.lower())) for pair in cached), default=0) if whole else None
+        table.add_column(column, justify="right" if column in ("N", "D") else "left", min_width=width, no_wrap=whole)
     memo: dict = {}  # the folders of a dataset (or model) shared by many pairs are stat'ed once
     for pair, splits in cached.items():
         try:
@@ -760,7 +763,7 @@ def list_(
         sizes = " + ".join(str(n) for n, _ in shapes)
         row = (pair.dataset, pair.model, ", ".join(s.value for s in splits), sizes, str(shapes[0][1]))
         table.add_row(*row, _state_cell(states))
-    console.print(table)
+    console.print(titled(table, f"Cached embeddings in {get_settings().embeddings_path}"))
 
 
 def _state_cell(states: "Sequence[SplitState]") -> str:
