@@ -277,16 +277,72 @@ def test_models_know_their_input_size(tiny_models, model_title):
     assert ModelProvider.get_model(model_title).image_input_size() == 32  # TINY_IMAGE_SIZE of every tiny model
 
 
-def test_draft_decoding_keeps_the_smallest_scale_that_covers_the_minimum(tmp_path):
+def _jpeg_of(image: Image.Image, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", **options)
+    return buffer.getvalue()
+
+
+def _scaled_size(size: tuple[int, int], min_size: int) -> tuple[int, int]:
+    """Brute force over libjpeg-turbo's M/8 scales: the smallest M whose rounded-up sides both reach `min_size`, full
+    size when none does."""
+    for m in range(1, 9):
+        scaled = tuple(-(-side * m // 8) for side in size)
+        if min(scaled) >= min_size:
+            return scaled
+    return size
+
+
+@pytest.mark.parametrize("size", [(500, 375), (1600, 1200), (375, 500), (333, 250), (224, 224), (97, 61), (4000, 30)])
+@pytest.mark.parametrize("min_size", [16, 32, 100, 224, 240])
+def test_draft_decoding_keeps_the_smallest_libjpeg_scale_that_covers_the_minimum(size, min_size):
+    data = _jpeg_bytes(size)
+    decoded = decode_image(data, "photo", "d", min_size=min_size)
+    assert decoded.mode == "RGB"
+    assert decoded.size == _scaled_size(size, min_size)
+    assert min(decoded.size) >= min(min_size, *size)
+    assert decode_image(data, "photo", "d").size == size  # without the option nothing changes
+
+
+def test_draft_decoding_keeps_pixels_orientation_and_grey_as_full_decoding_does(tmp_path):
+    rng = np.random.default_rng(1)
+    # Smooth colours, so that a filtered reduction is well defined whatever the grid of the scaled decode.
+    photo = Image.fromarray(rng.integers(0, 256, (15, 20, 3), dtype=np.uint8)).resize(
+        (500, 375), Image.Resampling.BICUBIC
+    )
     path = tmp_path / "photo.jpg"
-    path.write_bytes(_jpeg_bytes((1600, 1200)))
-    assert decode_image(path, "photo", "d").size == (1600, 1200)
-    # 1/2 gives 800×600; 1/4 (400×300) would fall below 448.
-    assert decode_image(path, "photo", "d", min_size=448).size == (800, 600)
-    assert decode_image(path, "photo", "d", min_size=300).size == (400, 300)
+    path.write_bytes(_jpeg_of(photo, quality=95))
+    full, scaled = decode_image(path, "photo", "d"), decode_image(path, "photo", "d", min_size=224)
+    assert full.size == (500, 375) and scaled.size == (313, 235)
+    # The scaled decode is a filtered reduction of the same picture: close to a box-filtered full decode.
+    reference = np.asarray(full.resize(scaled.size, Image.Resampling.BOX), dtype=np.float64)
+    assert np.abs(np.asarray(scaled, dtype=np.float64) - reference).mean() < 4  # swapped channels: ~50
+
+    exif = Image.Exif()
+    exif[Image.ExifTags.Base.Orientation] = 6  # rotated 90° clockwise
+    rotated = _jpeg_of(photo, exif=exif)
+    assert decode_image(rotated, "photo", "d").size == (375, 500)
+    assert decode_image(rotated, "photo", "d", min_size=224).size == (235, 313)
+
+    for progressive in (False, True):  # a greyscale JPEG becomes RGB with equal channels, progressive or not
+        grey = decode_image(_jpeg_of(photo.convert("L"), progressive=progressive), "grey", "d", min_size=100)
+        assert grey.mode == "RGB" and grey.size == (188, 141)
+        channels = np.asarray(grey)
+        assert (channels[..., 0] == channels[..., 1]).all() and (channels[..., 1] == channels[..., 2]).all()
+
+
+def test_draft_decoding_falls_back_to_pillow_for_what_libjpeg_scaling_does_not_take(tmp_path):
+    photo = Image.open(io.BytesIO(_jpeg_bytes((1600, 1200))))
+    # CMYK JPEGs go through Pillow's draft mode, whose scales are 1/2, 1/4 and 1/8 (1/4 gives 400×300 ≥ 300).
+    cmyk = _jpeg_of(photo.convert("CMYK"))
+    assert decode_image(cmyk, "cmyk", "d", min_size=300).size == (400, 300)
+    assert decode_image(cmyk, "cmyk", "d", min_size=300).mode == "RGB"
     png = tmp_path / "photo.png"
-    Image.open(path).save(png)
-    assert decode_image(png, "photo", "d", min_size=300).size == (1600, 1200)  # only JPEG has a draft mode
+    photo.save(png)
+    assert decode_image(png, "photo", "d", min_size=300).size == (1600, 1200)  # only JPEG decodes at reduced scale
+    # A truncated JPEG that libjpeg-turbo rejects is still named as a bad image, with Pillow's reason.
+    with pytest.raises(BadImageError, match="truncated"):
+        decode_image(_jpeg_bytes((640, 480))[:2000], "broken", "d", min_size=100)
 
 
 def test_build_with_draft_decoding_opts_in_and_says_so(tiny_models, cache_path, tmp_path):
@@ -307,11 +363,11 @@ def test_build_with_draft_decoding_opts_in_and_says_so(tiny_models, cache_path, 
         assert ("stale (draft decoding switched on)" in result.output) is draft
         assert load_metadata(pair, Split.VALIDATION)["draft_decode"] is draft
         embeddings = load_embeddings(pair, Split.VALIDATION)
-        # Reference: each file decoded on its own, at 1/4 scale with the draft (twice the 32-pixel input is 64, and
-        # 1/8 of 384 would be 48), then the model's own transform.
+        # Reference: each file decoded on its own, at 1/8 scale with the draft (1/8 of 384 is 48, at least the
+        # 32-pixel input), then the model's own transform.
         for i, path in enumerate(sorted(tmp_path.glob("validation/*/*.jpg"))):
-            image = decode_image(path, str(path), "jpegs", min_size=64 if draft else None)
-            assert image.size == ((512 + 8 * (i % 3)) // 4, 96) if draft else image.size[1] == 384
+            image = decode_image(path, str(path), "jpegs", min_size=32 if draft else None)
+            assert image.size == ((512 + 8 * (i % 3)) // 8, 48) if draft else image.size[1] == 384
             reference = model.embed_images(model.transform(image)[None])[0]
             np.testing.assert_allclose(embeddings.images[i], reference, atol=1e-6)
         if not draft:

@@ -238,3 +238,15 @@ def test_draft_decoding_is_part_of_the_fingerprint_and_older_fingerprints_meant_
     assert explain_changes(older, {"draft_decode": True}) == ["draft decoding switched on"]
     assert explain_changes({"draft_decode": True}, {"draft_decode": False}) == ["draft decoding switched off"]
     assert explain_changes({"draft_decode": True}, {}) == []  # readers cannot tell how a build decoded
+
+
+def test_draft_builds_from_before_libjpeg_scaling_are_stale():
+    from tti_eval.provenance import DRAFT_METHOD, explain_changes
+
+    now = {"draft_decode": True, "draft_method": DRAFT_METHOD}
+    assert explain_changes(now, now) == []
+    # A draft build that recorded no method decoded with Pillow's 1/2, 1/4, 1/8 draft mode: other pixels.
+    assert explain_changes({"draft_decode": True}, now) == [
+        f"draft decoding changed (Pillow's 1/2, 1/4, 1/8 draft, sides >= twice the model's input -> {DRAFT_METHOD})"
+    ]
+    assert explain_changes({"draft_decode": False, "draft_method": None}, now) == ["draft decoding switched on"]

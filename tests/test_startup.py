@@ -19,7 +19,13 @@ from tti_eval.common.cache import array_shapes, embedding_path, load_embeddings,
 from tti_eval.common.errors import CacheError
 from tti_eval.dataset.spec import HFDatasetSpec
 from tti_eval.dataset.types.hugging_face import HFDataset
-from tti_eval.provenance import build_fingerprint, kept_as_cached, package_versions, pairs_kept_as_cached
+from tti_eval.provenance import (
+    DRAFT_METHOD,
+    build_fingerprint,
+    kept_as_cached,
+    package_versions,
+    pairs_kept_as_cached,
+)
 
 HEAVY = ("torch", "transformers", "open_clip", "datasets", "faiss", "sklearn")
 # The top-level help needs neither numpy nor pydantic; typer itself imports pydantic once a command parses its options
@@ -103,6 +109,19 @@ def test_a_split_is_kept_without_loading_only_when_no_check_needs_its_dataset(ca
     path = embedding_path(PAIR, Split.VALIDATION)
     path.write_bytes(path.read_bytes()[:500])  # truncated: rebuilt
     assert not kept_as_cached(PAIR, Split.VALIDATION)
+
+
+def test_a_draft_split_is_kept_only_when_decoded_the_current_draft_way(cache, tmp_path, monkeypatch):
+    copy = tmp_path / "cache"
+    shutil.copytree(cache, copy)
+    monkeypatch.setenv("TTI_EVAL_CACHE_PATH", str(copy))
+    metadata = load_metadata(PAIR, Split.TRAIN)
+    metadata["fingerprint"] |= {"draft_decode": True, "draft_method": DRAFT_METHOD}
+    save_embeddings(PAIR, load_embeddings(PAIR, Split.TRAIN), Split.TRAIN, metadata)
+    assert kept_as_cached(PAIR, Split.TRAIN, draft_decode=True) and not kept_as_cached(PAIR, Split.TRAIN)
+    del metadata["fingerprint"]["draft_method"]  # a draft build from Pillow's draft mode
+    save_embeddings(PAIR, load_embeddings(PAIR, Split.TRAIN), Split.TRAIN, metadata)
+    assert not kept_as_cached(PAIR, Split.TRAIN, draft_decode=True)
 
 
 @pytest.fixture

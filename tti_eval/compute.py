@@ -41,10 +41,6 @@ from tti_eval.provenance import Memo, build_fingerprint, kept_as_cached, package
 from tti_eval.shards import DEFAULT_SHARD_SIZE, ShardStore, shard_key
 
 DEFAULT_BATCH_SIZE = 32
-# Draft decoding keeps at least twice the model's input side, so that the model's own antialiased resize still does
-# the final reduction (benchmarks/build_throughput.py measures the speed and the embedding change).
-DRAFT_OVERSAMPLING = 2
-
 ProgressCallback = Callable[[int], None]
 SplitProgress = Callable[[Split, int, int, int], None]  # (split, images done, images in the split, resumed of them)
 SkipCallback = Callable[[str, str], None]  # (image name, reason)
@@ -262,9 +258,10 @@ def embed_images(
 
 
 def draft_min_size(model: Model) -> int | None:
-    """The smallest side a draft-decoded image may have for `model`, or None when its input size is unknown."""
-    size = model.image_input_size()
-    return DRAFT_OVERSAMPLING * size if size else None
+    """The smallest side a draft-decoded image may have for `model` (its input side: libjpeg-turbo's scaled decoding
+    filters as it reduces, so the model's resize has little left to do; benchmarks/build_throughput.py measures the
+    speed and the embedding change), or None when its input size is unknown."""
+    return model.image_input_size()
 
 
 @contextmanager
@@ -290,8 +287,8 @@ def compute_embeddings(
     """Image embeddings, class (prompt) embeddings and labels of one dataset split; nothing is written.
 
     Unreadable images stop it, or with `on_skip` are left out and reported through it (see `embed_images`).
-    `draft_decode` lets large JPEGs decode at 1/2 to 1/8 scale, never below `DRAFT_OVERSAMPLING` times the model's
-    input: several times faster on photos, with slightly different pixels and hence embeddings."""
+    `draft_decode` lets JPEGs decode at a reduced scale (1/8 to 7/8), never below the model's input side: faster on
+    photos, with slightly different pixels and hence embeddings."""
     check_not_empty(dataset)
     classes = embed_class_prompts(model, dataset.prompts) if dataset.class_names else None
     if classes is not None:

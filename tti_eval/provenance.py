@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 # The libraries whose versions can change a split's numbers: they decode, preprocess and embed the images.
 EMBEDDING_LIBRARIES = ("torch", "torchvision", "transformers", "open_clip_torch", "pillow")
 
+# How `draft_decode` decodes JPEGs, recorded in the fingerprint; draft builds that recorded none used Pillow's.
+DRAFT_METHOD = "libjpeg-turbo M/8 scales, sides >= the model's input"
+_PILLOW_DRAFT = "Pillow's 1/2, 1/4, 1/8 draft, sides >= twice the model's input"
+
 FileStats = dict[str, list[int]]  # path relative to the recorded root -> [size, mtime_ns]
 # What one round of checks has looked up already (folder stats, definitions): pairs share folders and definitions.
 Memo = dict[tuple[str, tuple[str, ...] | None], Any]
@@ -155,6 +159,7 @@ def build_fingerprint(
         "image_files": {"suffixes": suffixes, "paths": _paths_identity(image_paths, suffixes, None)},
         "images": dataset.source_identity(),
         "draft_decode": draft_decode,
+        "draft_method": DRAFT_METHOD if draft_decode else None,
         "versions": library_versions(),
     }
 
@@ -216,9 +221,11 @@ def explain_changes(stored: Mapping[str, Any], current: Mapping[str, Any]) -> li
     if "image_files" in current:
         before = stored.get("image_files", {}).get("paths", {})
         reasons.append(_files_change(before, current["image_files"]["paths"], "image"))
-    # Fingerprints from before draft decoding existed were all built with full decoding.
-    if "draft_decode" in current and stored.get("draft_decode", False) != current["draft_decode"]:
-        reasons.append(f"draft decoding switched {'on' if current['draft_decode'] else 'off'}")
+    if "draft_decode" in current and _draft_method(stored) != _draft_method(current):
+        if _draft_method(stored) and _draft_method(current):
+            reasons.append(f"draft decoding changed ({_draft_method(stored)} -> {_draft_method(current)})")
+        else:
+            reasons.append(f"draft decoding switched {'on' if current['draft_decode'] else 'off'}")
     if changed("images"):
         reasons.append(f"dataset source changed ({', '.join(changed('images'))})")
     if changed("versions"):
@@ -226,6 +233,14 @@ def explain_changes(stored: Mapping[str, Any], current: Mapping[str, Any]) -> li
         moves = [f"{p} {before.get(p, 'none')} → {after.get(p, 'none')}" for p in changed("versions")]
         reasons.append(f"library versions changed ({', '.join(moves)})")
     return [reason for reason in reasons if reason]
+
+
+def _draft_method(fingerprint: Mapping[str, Any]) -> str | None:
+    """How a split's JPEGs were draft-decoded, None for full decoding (all fingerprints from before draft decoding
+    existed)."""
+    if not fingerprint.get("draft_decode", False):
+        return None
+    return fingerprint.get("draft_method") or _PILLOW_DRAFT
 
 
 @dataclass(frozen=True)
@@ -301,7 +316,7 @@ def kept_as_cached(
         state = split_state(definition, split, memo=memo)
     except CacheError:
         return False
-    if state.status != "fresh" or state.fingerprint.get("draft_decode", False) != draft_decode:
+    if state.status != "fresh" or _draft_method(state.fingerprint) != (DRAFT_METHOD if draft_decode else None):
         return False
     return (
         not state.fingerprint.get("images")
