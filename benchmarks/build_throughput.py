@@ -10,7 +10,8 @@ Two regimes, each measured in a fresh process so peak RSS belongs to one measure
   ready tensors, same batch size and threads. Target: full / bare ≥ 0.95.
 - `tiny`: a model whose forward costs almost nothing (a GPU's regime, where decoding and preprocessing decide the
   speed). Floor: a bare loop over all cores (a process pool that reads, decodes with Pillow and applies open_clip's
-  transform, no tti-eval code). Target ≥ 0.8. On photos it is also run with `--draft-decode` on both sides.
+  transform, no tti-eval code). Target ≥ 0.8. On photos it is also run with `--draft-decode` on both sides (the floor
+  then decodes with simplejpeg's scaled decoding, as ours does).
 
 Each case also reports each stage's time per image on one core (read, decode, decode with draft, resize, to-tensor,
 forward), so the bottleneck is visible, and for photos what draft decoding changes: the model input's mean absolute
@@ -119,12 +120,16 @@ def _bare_init(transform, draft_size: int | None) -> None:
 
 
 def _bare_item(path: str):
-    """The floor's work for one image, written with Pillow and open_clip's transform only."""
+    """The floor's work for one image, written with Pillow (simplejpeg's scaled decoding with draft) and open_clip's
+    transform only."""
+    import simplejpeg
     from PIL import Image
 
+    if _bare_draft_size:
+        with open(path, "rb") as file:
+            pixels = simplejpeg.decode_jpeg(file.read(), "RGB", min_height=_bare_draft_size, min_width=_bare_draft_size)
+        return _bare_transform(Image.fromarray(pixels))
     with Image.open(path) as image:
-        if _bare_draft_size:
-            image.draft("RGB", (_bare_draft_size, _bare_draft_size))
         return _bare_transform(image.convert("RGB"))
 
 
