@@ -333,10 +333,11 @@ def test_draft_decoding_keeps_pixels_orientation_and_grey_as_full_decoding_does(
 
 def test_draft_decoding_falls_back_to_pillow_for_what_libjpeg_scaling_does_not_take(tmp_path):
     photo = Image.open(io.BytesIO(_jpeg_bytes((1600, 1200))))
-    # CMYK JPEGs go through Pillow's draft mode, whose scales are 1/2, 1/4 and 1/8 (1/4 gives 400×300 ≥ 300).
+    # CMYK JPEGs go through Pillow's draft mode, whose scales are 1/2, 1/4 and 1/8: 1/2 for 400 (libjpeg-turbo, which
+    # converts CMYK to RGB its own way, would take 3/8: 600×450).
     cmyk = _jpeg_of(photo.convert("CMYK"))
-    assert decode_image(cmyk, "cmyk", "d", min_size=300).size == (400, 300)
-    assert decode_image(cmyk, "cmyk", "d", min_size=300).mode == "RGB"
+    assert decode_image(cmyk, "cmyk", "d", min_size=400).size == (800, 600)
+    assert decode_image(cmyk, "cmyk", "d", min_size=400).mode == "RGB"
     png = tmp_path / "photo.png"
     photo.save(png)
     assert decode_image(png, "photo", "d", min_size=300).size == (1600, 1200)  # only JPEG decodes at reduced scale
