@@ -272,6 +272,22 @@ def test_openclip_batches_tensor_conversion_with_the_same_values(tiny_models):
     np.testing.assert_array_equal(batched.numpy(), torch.stack([model.transform(image) for image in images]).numpy())
 
 
+def test_openclip_batched_conversion_is_exact_for_every_level(tiny_models):
+    """Images already at the model's input size, holding each of the 256 levels in every channel: the batched
+    conversion must equal ToTensor + Normalize for all of them."""
+    model = ModelProvider.get_model("tiny-openclip")
+    rng = np.random.default_rng(1)
+    levels = np.arange(32 * 32) % 256
+    images = [
+        Image.fromarray(
+            np.stack([rng.permutation(levels) for _ in range(3)], axis=-1).reshape(32, 32, 3).astype(np.uint8)
+        )
+        for _ in range(2)
+    ]
+    batched = model.get_image_preprocessor()(images)
+    np.testing.assert_array_equal(batched.numpy(), torch.stack([model.transform(image) for image in images]).numpy())
+
+
 @pytest.mark.parametrize("model_title", ["tiny-openclip", "tiny-hf-clip", "tiny-siglip"])
 def test_models_know_their_input_size(tiny_models, model_title):
     assert ModelProvider.get_model(model_title).image_input_size() == 32  # TINY_IMAGE_SIZE of every tiny model

