@@ -303,10 +303,16 @@ def against_original(args: argparse.Namespace, common: list[str], options: list[
     rounds = []
     for _ in range(args.rounds):
         turn = {}
-        for name, mode, extra in (("original", "original", ["--original", args.original]), ("ours", "full", [])):
+        runs = (
+            ("original", "original", ["--original", args.original]),
+            ("ours", "full", []),
+            ("ours_draft", "full", ["--draft"]),
+        )
+        for name, mode, extra in runs:
             load = round(os.getloadavg()[0], 2)
             turn[name] = {"load_average": load, **run_isolated("tiny", mode, *common, *options, *extra)}
-        turn["speedup"] = round(turn["ours"]["images_per_s"] / turn["original"]["images_per_s"], 2)
+        for ours in ("ours", "ours_draft"):
+            turn[f"speedup_{ours}"] = round(turn[ours]["images_per_s"] / turn["original"]["images_per_s"], 2)
         rounds.append(turn)
     return {"rounds": rounds, "target_speedup": 3.0}
 

@@ -258,9 +258,8 @@ def embed_images(
 
 
 def draft_min_size(model: Model) -> int | None:
-    """The smallest side a draft-decoded image may have for `model` (its input side: libjpeg-turbo's scaled decoding
-    filters as it reduces, so the model's resize has little left to do; benchmarks/build_throughput.py measures the
-    speed and the embedding change), or None when its input size is unknown."""
+    """The side draft-decoded images are reduced to for `model` (its input side; `decode_image` says how, and
+    benchmarks/build_throughput.py measures the speed and the embedding change), or None when it is unknown."""
     return model.image_input_size()
 
 
@@ -287,8 +286,8 @@ def compute_embeddings(
     """Image embeddings, class (prompt) embeddings and labels of one dataset split; nothing is written.
 
     Unreadable images stop it, or with `on_skip` are left out and reported through it (see `embed_images`).
-    `draft_decode` lets JPEGs decode at a reduced scale (1/8 to 7/8), never below the model's input side: faster on
-    photos, with slightly different pixels and hence embeddings."""
+    `draft_decode` lets images decode at reduced scale and shrink to the model's input side before its own
+    preprocessing (`decode_image`): faster on photos, with slightly different pixels and hence embeddings."""
     check_not_empty(dataset)
     classes = embed_class_prompts(model, dataset.prompts) if dataset.class_names else None
     if classes is not None:

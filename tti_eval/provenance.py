@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 EMBEDDING_LIBRARIES = ("torch", "torchvision", "transformers", "open_clip_torch", "pillow")
 
 # How `draft_decode` decodes JPEGs, recorded in the fingerprint; draft builds that recorded none used Pillow's.
-DRAFT_METHOD = "libjpeg-turbo M/8 scales, sides >= the model's input"
+DRAFT_METHOD = "JPEG 1/2-1/8 scales, sides >= twice the model's input, then torch bicubic to it"
 _PILLOW_DRAFT = "Pillow's 1/2, 1/4, 1/8 draft, sides >= twice the model's input"
 
 FileStats = dict[str, list[int]]  # path relative to the recorded root -> [size, mtime_ns]

@@ -18,9 +18,8 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".
 
 
 class Dataset(TorchDataset, ABC):
-    # Set by the build engine when the user allows reduced-resolution decoding (`tti-eval build --draft`): images may
-    # then be decoded smaller, as long as both sides keep at least this many pixels. Types that cannot honour it
-    # simply ignore it.
+    # Set by the build engine when the user asks for draft decoding (`tti-eval build --draft-decode`): images may then
+    # be decoded smaller and reduced to this shorter side (`decode_image`). Types that cannot honour it ignore it.
     min_image_size: int | None = None
 
     def __init__(

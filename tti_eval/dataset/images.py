@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import simplejpeg
+import torch
 from PIL import Image, ImageOps
 
 from tti_eval.common.errors import TTIEvalError
@@ -71,43 +72,79 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _scaled_jpeg(data: bytes, header: Image.Image, min_size: int) -> Image.Image | None:
-    """A JPEG decoded by libjpeg-turbo at the smallest of its M/8 scales (M = 1..8) that keeps both sides at least
-    `min_size`, or None for what only Pillow's path handles: CMYK and other colour models, or anything simplejpeg
-    rejects (Pillow then decodes it, or names the error). Finer than Pillow's 1/2, 1/4, 1/8: a 500×375 photo decodes
-    at 5/8 for a 224 model instead of in full."""
+# Draft decoding lets libjpeg-turbo scale a JPEG down only while both sides keep twice the model's input side, so that
+# an antialiased resize still does the last reduction; and only by 1/2, 1/4 or 1/8, its fast reduced transforms (5/8
+# of a 500×375 photo decoded slower than the whole of it here).
+DRAFT_OVERSAMPLING = 2
+_JPEG_SCALE_DENOMINATORS = (8, 4, 2)
+
+
+def jpeg_draft_scale(size: tuple[int, int], min_size: int) -> int:
+    """The denominator (8, 4, 2, or 1 for none) by which draft decoding scales a JPEG of `size` for a model whose
+    input side is `min_size`."""
+    floor = DRAFT_OVERSAMPLING * min_size
+    fits = [d for d in _JPEG_SCALE_DENOMINATORS if min(-(-side // d) for side in size) >= floor]
+    return fits[0] if fits else 1
+
+
+def _draft_jpeg(data: bytes, header: Image.Image, min_size: int) -> np.ndarray | None:
+    """The pixels of an RGB or greyscale JPEG decoded by libjpeg-turbo, reduced in the decoder by `jpeg_draft_scale`;
+    None for what only Pillow's path handles: CMYK and other colour models, or anything simplejpeg rejects (Pillow
+    then decodes it, or names the error). Faster than Pillow's own decoder at every scale here (a 500×375 photo: 0.8
+    against 1.1 ms)."""
     if header.format != "JPEG" or header.mode not in ("RGB", "L"):
         return None
+    scale = jpeg_draft_scale(header.size, min_size)
+    width, height = (-(-side // scale) for side in header.size)
     try:
-        pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=min_size, min_width=min_size)
+        return simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=height, min_width=width)
     except ValueError:
         return None
-    image = Image.fromarray(pixels, mode="RGB")
-    if "exif" in header.info:  # so that `decode_image` turns it upright as it does Pillow's decodes
-        image.info["exif"] = header.info["exif"]
+
+
+def reduced_to(pixels: np.ndarray, side: int) -> Image.Image:
+    """RGB `pixels` [H, W, 3] as an image whose shorter side is at most `side`, reduced by torch's antialiased bicubic
+    resampling of 8-bit pixels: within a level or two of Pillow's bicubic, about four times faster. The size is the
+    one torchvision's `Resize(side)` computes, so a model's own resize of the result has nothing left to do."""
+    height, width = pixels.shape[:2]
+    if min(width, height) <= side:
+        return Image.fromarray(pixels)
+    long = int(side * max(width, height) / min(width, height))
+    size = (side, long) if height <= width else (long, side)
+    channels_last = torch.from_numpy(pixels).permute(2, 0, 1)[None]  # NCHW over HWC memory: what its uint8 kernel likes
+    planes = torch.nn.functional.interpolate(channels_last, size=size, mode="bicubic", antialias=True)[0]
+    # The result comes planar; Pillow interleaves planes five times faster than a strided copy does.
+    return Image.merge("RGB", [Image.frombuffer("L", size[::-1], plane.numpy(), "raw", "L", 0, 1) for plane in planes])
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    if image.getexif().get(Image.ExifTags.Base.Orientation) is not None:
+        return ImageOps.exif_transpose(image)
     return image
 
 
 def decode_image(source: str | Path | bytes, item: str, dataset: str, min_size: int | None = None) -> Image.Image:
     """Decode a file (path) or its bytes into 8-bit RGB, upright as its EXIF orientation says.
 
-    `min_size` lets a JPEG decode at a reduced scale as long as both sides stay at least that many pixels: libjpeg-
-    turbo's M/8 scales for RGB and greyscale JPEGs, Pillow's draft mode (1/2, 1/4, 1/8) for the others. Several
-    times faster for photos larger than the model's input, at the price of slightly different pixels, so callers
-    pass it only when the user asked. Any failure (missing, truncated or non-image file, decompression bomb) is a
-    `BadImageError` naming `item` and `dataset`."""
+    `min_size` (a model's input side) asks for a draft: faster, with slightly different pixels, so callers pass it
+    only when the user asked. A JPEG then decodes at 1/2, 1/4 or 1/8 scale as `jpeg_draft_scale` says (RGB and
+    greyscale ones through simplejpeg, others in Pillow's draft mode), and any image is `reduced_to` that side. Any
+    failure (missing, truncated or non-image file, decompression bomb) is a `BadImageError` naming `item` and
+    `dataset`."""
     try:
         data = source if isinstance(source, bytes) or not min_size else Path(source).read_bytes()
         with Image.open(BytesIO(data) if isinstance(data, bytes) else data) as image:
-            scaled = _scaled_jpeg(data, image, min_size) if min_size else None
-            if scaled is not None:
-                image = scaled
-            elif min_size:
-                image.draft(None, (min_size, min_size))
+            pixels = _draft_jpeg(data, image, min_size) if min_size else None
+            if pixels is not None:  # reduced before Pillow holds it, which saves two copies of the full-size pixels
+                draft = reduced_to(pixels, min_size)
+                if "exif" in image.info:
+                    draft.info["exif"] = image.info["exif"]
+                return _upright(draft)
+            if min_size:
+                image.draft(None, (DRAFT_OVERSAMPLING * min_size,) * 2)
             image.load()
-            if image.getexif().get(Image.ExifTags.Base.Orientation) is not None:
-                image = ImageOps.exif_transpose(image)
-            return to_rgb(image)
+            rgb = to_rgb(_upright(image))
+            return reduced_to(np.array(rgb), min_size) if min_size else rgb
     except Exception as e:  # a decoder fed arbitrary bytes can fail in any way; every way means "this file is bad"
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise BadImageError(item, dataset, reason) from None
