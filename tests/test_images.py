@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torchvision.transforms as T
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -18,7 +19,7 @@ from tti_eval.common import EmbeddingDefinition, Split
 from tti_eval.common.cache import embedding_path, load_embeddings, load_metadata
 from tti_eval.compute import compute_embeddings
 from tti_eval.dataset import DatasetProvider
-from tti_eval.dataset.images import BadImageError, decode_image, to_rgb
+from tti_eval.dataset.images import DRAFT_OVERSAMPLING, BadImageError, decode_image, jpeg_draft_scale, to_rgb
 from tti_eval.dataset.types.hugging_face import HFDataset
 from tti_eval.dataset.types.image_folder import ImageFolderDataset
 from tti_eval.model import ModelProvider
@@ -299,64 +300,80 @@ def _jpeg_of(image: Image.Image, **options) -> bytes:
     return buffer.getvalue()
 
 
-def _scaled_size(size: tuple[int, int], min_size: int) -> tuple[int, int]:
-    """Brute force over libjpeg-turbo's M/8 scales: the smallest M whose rounded-up sides both reach `min_size`, full
-    size when none does."""
-    for m in range(1, 9):
-        scaled = tuple(-(-side * m // 8) for side in size)
-        if min(scaled) >= min_size:
-            return scaled
-    return size
+def _smooth_photo(size: tuple[int, int], seed: int = 1) -> Image.Image:
+    """Smooth colours, so that any good reduction of it is well defined whatever its sampling grid."""
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (15, 20, 3), dtype=np.uint8)).resize(size, Image.Resampling.BICUBIC)
+
+
+@pytest.mark.parametrize("size", [(500, 375), (1600, 1200), (375, 500), (900, 600), (4000, 3000), (97, 61), (4000, 30)])
+@pytest.mark.parametrize("min_size", [16, 32, 100, 224])
+def test_draft_jpeg_scale_is_the_one_pillows_draft_mode_picks(size, min_size):
+    """Pillow's draft mode reduces by 1/2, 1/4 or 1/8 as far as both sides stay at least the size asked: an
+    independent reference for the scale at which draft decoding asks libjpeg-turbo to decode."""
+    with Image.open(io.BytesIO(_jpeg_bytes(size))) as image:
+        image.draft("RGB", (DRAFT_OVERSAMPLING * min_size,) * 2)
+        pillows = image.size
+    scale = jpeg_draft_scale(size, min_size)
+    assert tuple(-(-side // scale) for side in size) == pillows
 
 
 @pytest.mark.parametrize("size", [(500, 375), (1600, 1200), (375, 500), (333, 250), (224, 224), (97, 61), (4000, 30)])
-@pytest.mark.parametrize("min_size", [16, 32, 100, 224, 240])
-def test_draft_decoding_keeps_the_smallest_libjpeg_scale_that_covers_the_minimum(size, min_size):
+@pytest.mark.parametrize("min_size", [16, 32, 224, 240])
+def test_a_draft_has_the_size_the_models_resize_would_give(size, min_size):
+    """The shorter side comes down to `min_size` exactly as torchvision's Resize(min_size) sizes it, so a model's
+    own resize has nothing left to do; smaller images keep their size."""
     data = _jpeg_bytes(size)
-    decoded = decode_image(data, "photo", "d", min_size=min_size)
-    assert decoded.mode == "RGB"
-    assert decoded.size == _scaled_size(size, min_size)
-    assert min(decoded.size) >= min(min_size, *size)
-    assert decode_image(data, "photo", "d").size == size  # without the option nothing changes
+    draft, full = decode_image(data, "photo", "d", min_size=min_size), decode_image(data, "photo", "d")
+    assert draft.mode == "RGB" and full.size == size  # without the option nothing changes
+    if min(size) > min_size:
+        assert draft.size == T.Resize(min_size)(full).size
+        assert T.Resize(min_size)(draft).size == draft.size
+    else:
+        assert draft.size == size
 
 
-def test_draft_decoding_keeps_pixels_orientation_and_grey_as_full_decoding_does(tmp_path):
-    rng = np.random.default_rng(1)
-    # Smooth colours, so that a filtered reduction is well defined whatever the grid of the scaled decode.
-    photo = Image.fromarray(rng.integers(0, 256, (15, 20, 3), dtype=np.uint8)).resize(
-        (500, 375), Image.Resampling.BICUBIC
-    )
-    path = tmp_path / "photo.jpg"
-    path.write_bytes(_jpeg_of(photo, quality=95))
-    full, scaled = decode_image(path, "photo", "d"), decode_image(path, "photo", "d", min_size=224)
-    assert full.size == (500, 375) and scaled.size == (313, 235)
-    # The scaled decode is a filtered reduction of the same picture: close to a box-filtered full decode.
-    reference = np.asarray(full.resize(scaled.size, Image.Resampling.BOX), dtype=np.float64)
-    assert np.abs(np.asarray(scaled, dtype=np.float64) - reference).mean() < 4  # swapped channels: ~50
+def test_draft_pixels_stay_close_to_the_models_own_preprocessing():
+    """Against full decoding + Pillow's bicubic (what open_clip's Resize does): without a reduced-scale decode only
+    the resampler differs (torch's antialiased bicubic: hundredths of a level); with one, a fraction of a level."""
+    for size, min_size, mean_levels, max_levels in (((500, 375), 224, 0.02, 2), ((1600, 1200), 224, 0.5, 8)):
+        data = _jpeg_of(_smooth_photo(size), quality=95)
+        draft = np.asarray(decode_image(data, "photo", "d", min_size=min_size), dtype=np.float64)
+        full = decode_image(data, "photo", "d")
+        reference = np.asarray(full.resize(draft.shape[1::-1], Image.Resampling.BICUBIC), dtype=np.float64)
+        difference = np.abs(draft - reference)  # swapped channels or a misplaced grid: tens of levels
+        assert difference.mean() < mean_levels and difference.max() <= max_levels
 
+
+def test_draft_decoding_keeps_orientation_and_grey_as_full_decoding_does():
+    photo = _smooth_photo((500, 375))
     exif = Image.Exif()
     exif[Image.ExifTags.Base.Orientation] = 6  # rotated 90° clockwise
     rotated = _jpeg_of(photo, exif=exif)
-    assert decode_image(rotated, "photo", "d").size == (375, 500)
-    assert decode_image(rotated, "photo", "d", min_size=224).size == (235, 313)
+    upright = decode_image(rotated, "photo", "d")
+    draft = decode_image(rotated, "photo", "d", min_size=224)
+    assert upright.size == (375, 500) and draft.size == (224, 298)
+    reference = np.asarray(upright.resize(draft.size, Image.Resampling.BICUBIC), dtype=np.float64)
+    assert np.abs(np.asarray(draft, dtype=np.float64) - reference).mean() < 0.5  # turned the same way
 
     for progressive in (False, True):  # a greyscale JPEG becomes RGB with equal channels, progressive or not
         grey = decode_image(_jpeg_of(photo.convert("L"), progressive=progressive), "grey", "d", min_size=100)
-        assert grey.mode == "RGB" and grey.size == (188, 141)
+        assert grey.mode == "RGB" and grey.size == (133, 100)
         channels = np.asarray(grey)
         assert (channels[..., 0] == channels[..., 1]).all() and (channels[..., 1] == channels[..., 2]).all()
 
 
-def test_draft_decoding_falls_back_to_pillow_for_what_libjpeg_scaling_does_not_take(tmp_path):
-    photo = Image.open(io.BytesIO(_jpeg_bytes((1600, 1200))))
-    # CMYK JPEGs go through Pillow's draft mode, whose scales are 1/2, 1/4 and 1/8: 1/2 for 400 (libjpeg-turbo, which
-    # converts CMYK to RGB its own way, would take 3/8: 600×450).
-    cmyk = _jpeg_of(photo.convert("CMYK"))
-    assert decode_image(cmyk, "cmyk", "d", min_size=400).size == (800, 600)
-    assert decode_image(cmyk, "cmyk", "d", min_size=400).mode == "RGB"
+def test_draft_decoding_falls_back_to_pillow_for_what_libjpeg_turbo_does_not_take(tmp_path):
+    photo = _smooth_photo((1600, 1200))
+    # CMYK JPEGs go through Pillow's draft mode and colour conversion; the draft is then reduced like any other.
+    cmyk = _jpeg_of(photo.convert("CMYK"), quality=95)
+    draft = decode_image(cmyk, "cmyk", "d", min_size=100)
+    assert draft.mode == "RGB" and draft.size == (133, 100)
+    reference = decode_image(cmyk, "cmyk", "d").resize(draft.size, Image.Resampling.BICUBIC)
+    assert np.abs(np.asarray(draft, dtype=np.float64) - np.asarray(reference, dtype=np.float64)).mean() < 1
     png = tmp_path / "photo.png"
     photo.save(png)
-    assert decode_image(png, "photo", "d", min_size=300).size == (1600, 1200)  # only JPEG decodes at reduced scale
+    assert decode_image(png, "photo", "d", min_size=300).size == (400, 300)  # reduced, though decoded in full
     # A truncated JPEG that libjpeg-turbo rejects is still named as a bad image, with Pillow's reason.
     with pytest.raises(BadImageError, match="truncated"):
         decode_image(_jpeg_bytes((640, 480))[:2000], "broken", "d", min_size=100)
@@ -380,11 +397,11 @@ def test_build_with_draft_decoding_opts_in_and_says_so(tiny_models, cache_path, 
         assert ("stale (draft decoding switched on)" in result.output) is draft
         assert load_metadata(pair, Split.VALIDATION)["draft_decode"] is draft
         embeddings = load_embeddings(pair, Split.VALIDATION)
-        # Reference: each file decoded on its own, at 1/8 scale with the draft (1/8 of 384 is 48, at least the
-        # 32-pixel input), then the model's own transform.
+        # Reference: each file decoded on its own, at 1/4 scale with the draft (twice the 32-pixel input is 64, and
+        # 1/8 of 384 would be 48) and reduced to 32 pixels high, then the model's own transform.
         for i, path in enumerate(sorted(tmp_path.glob("validation/*/*.jpg"))):
             image = decode_image(path, str(path), "jpegs", min_size=32 if draft else None)
-            assert image.size == ((512 + 8 * (i % 3)) // 8, 48) if draft else image.size[1] == 384
+            assert image.size == (32 * (512 + 8 * (i % 3)) // 384, 32) if draft else image.size[1] == 384
             reference = model.embed_images(model.transform(image)[None])[0]
             np.testing.assert_allclose(embeddings.images[i], reference, atol=1e-6)
         if not draft:
