@@ -120,15 +120,14 @@ def _bare_init(transform, draft_size: int | None) -> None:
 
 
 def _bare_item(path: str):
-    """The floor's work for one image, written with Pillow (simplejpeg's scaled decoding with draft) and open_clip's
-    transform only."""
-    import simplejpeg
+    """The floor's work for one image, written with Pillow and open_clip's transform only (with draft, the same
+    `decode_image` the engine runs)."""
     from PIL import Image
 
+    from tti_eval.dataset.images import decode_image
+
     if _bare_draft_size:
-        with open(path, "rb") as file:
-            pixels = simplejpeg.decode_jpeg(file.read(), "RGB", min_height=_bare_draft_size, min_width=_bare_draft_size)
-        return _bare_transform(Image.fromarray(pixels))
+        return _bare_transform(decode_image(path, path, "floor", _bare_draft_size))
     with Image.open(path) as image:
         return _bare_transform(image.convert("RGB"))
 
