@@ -21,8 +21,8 @@ embeddings and the embedding change relative to the median distance between diff
     python benchmarks/build_throughput.py [--cases digits,photo-500x375,photo-4000x3000] [--images 512]
         [--large-images 32] [--batch-size 32] [--models vit-b-32,tiny] [--repeat 2] [--original PATH]
 
-Workers: both models get the engine's own choice (what `tti-eval build` does on a CPU: the first batch is timed on
-one thread and `workers_for_stage_times` picks the workers for the rest); each result reports the first batch's
+Workers: both models get the engine's own choice (what `tti-eval build` does on a CPU: the first `PROBE_IMAGES` images
+are timed on one thread and `workers_for_stage_times` picks the workers for the rest); each result reports those
 times and the workers chosen.
 
 `--original PATH` also measures the original tti-eval (github.com/encord-team/text-to-image-eval, a checkout at PATH,
@@ -186,7 +186,7 @@ def measure(model_key: str, mode: str, root: Path, config_dir: Path, batch_size:
 
     model, dataset = _setup(model_key, root, config_dir)
     n = len(dataset)
-    first_batches: list[dict] = []
+    probes: list[dict] = []
     if mode == "stages":
         return stage_times(model, dataset, batch_size)
     if mode == "full":
@@ -194,8 +194,8 @@ def measure(model_key: str, mode: str, root: Path, config_dir: Path, batch_size:
 
         def recorded(preprocess: float, forward: float, cores: int) -> int:
             workers = choose(preprocess, forward, cores)
-            first_batches.append({"decode_preprocess_s": round(preprocess, 4), "forward_s": round(forward, 4)})
-            first_batches[-1]["workers"] = workers
+            probes.append({"probe_decode_preprocess_s": round(preprocess, 4), "probe_forward_s": round(forward, 4)})
+            probes[-1]["workers"] = workers
             return workers
 
         compute.workers_for_stage_times = recorded  # reports what the engine measured and chose
@@ -233,8 +233,8 @@ def measure(model_key: str, mode: str, root: Path, config_dir: Path, batch_size:
     result = _timed_result(n, run, repeat)
     if mode == "bare-loop":
         result["workers"] = workers
-    if first_batches:
-        result["first_batch_one_thread"] = first_batches  # one per run, the warm-up's first
+    if probes:
+        result["probe_one_thread"] = probes  # one per run, the warm-up's first
     return result
 
 

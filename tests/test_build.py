@@ -406,8 +406,8 @@ def test_decode_workers_follow_the_measured_stage_times(preprocess, forward, cor
 
 
 def test_a_cpu_build_times_its_first_batch_and_embeds_alike_with_any_workers(sources, monkeypatch):
-    """The first batch is decoded and embedded in-process on one thread and timed; the rest get the workers those
-    times call for. Whatever that number, the embeddings are the same."""
+    """The first few images are decoded and embedded in-process on one thread and timed; the rest get the workers
+    those times call for. Whatever that number, the embeddings are the same."""
     model = ModelProvider.get_model("tiny-openclip")
     dataset = DatasetProvider.get_dataset("digits-tree", Split.VALIDATION)
     reference = compute_embeddings(model, dataset, batch_size=7, num_workers=0)
@@ -427,7 +427,7 @@ def test_a_cpu_build_times_its_first_batch_and_embeds_alike_with_any_workers(sou
             embeddings = compute_embeddings(model, dataset, batch_size=7, num_workers=None)
             ((preprocess, forward, cores),) = measured
             assert preprocess > 0 and forward > 0 and cores == compute.usable_cores()
-            assert len(threads) == -(-len(dataset) // 7)
+            assert len(threads) == 1 + -(-len(dataset) // 7)  # the probe's images, then the first batch's rest
             # timed on one thread; then the forward keeps the cores the workers leave
             assert threads == [1] + [max(1, min(2, cores - workers)) if workers else 2] * (len(threads) - 1)
             np.testing.assert_allclose(embeddings.images, reference.images, atol=1e-6)

@@ -68,9 +68,14 @@ def accelerator_num_workers(cores: int | None = None) -> int:
 MIN_WORKER_SPEEDUP = 1.1
 
 
+# A CPU build times this many images in-process, on one thread, before it chooses its workers: few, because the other
+# cores idle meanwhile (a whole batch of 32 phone photos took 4.4 s here), enough to time the forward pass.
+PROBE_IMAGES = 4
+
+
 def workers_for_stage_times(preprocess_seconds: float, forward_seconds: float, cores: int) -> int:
-    """Decoding workers for a CPU build of `cores` cores, from one batch's decode + preprocess time and its forward
-    time, both on one thread: the count that predicts the shortest time per batch.
+    """Decoding workers for a CPU build of `cores` cores, from the decode + preprocess time and the forward time of
+    the same images, both on one thread: the count that predicts the shortest time per batch.
 
     The forward is assumed to scale linearly with threads. Without workers a batch takes preprocess + forward /
     cores. With `w`, the workers decode `w` batches at once while the forward runs on the cores they leave (one at
@@ -154,8 +159,9 @@ def _embedded_batches(
 ) -> Iterator[tuple[np.ndarray | None, np.ndarray, list[dict[str, str]]]]:
     """(image embeddings or None, labels, unreadable items) of each batch of dataset indices, in the order given.
 
-    With `num_workers` None on a CPU, the first batch is decoded and embedded here, timed, and the rest get the
-    workers `workers_for_stage_times` picks from those times; the batches stay the same whatever the choice."""
+    With `num_workers` None on a CPU, the first `PROBE_IMAGES` images are decoded and embedded here, timed, and the
+    rest get the workers `workers_for_stage_times` picks from those times (the choice depends only on the ratio of
+    the two, so a few images tell it as well as a batch)."""
     collate = model.get_collate_fn()
 
     def embedded(batch: dict[str, Any]) -> tuple[np.ndarray | None, np.ndarray, list[dict[str, str]]]:
@@ -169,21 +175,26 @@ def _embedded_batches(
             first = next(batches, None)
             if first is None:
                 return
+            probe, first = first[:PROBE_IMAGES], first[PROBE_IMAGES:]
             # One thread, as in a worker, and because on a busy machine a multi-threaded forward pass of a cheap
             # model often stalls ten times its length on one descheduled thread: measured here on 2 shared cores.
             with _torch_threads(1):
                 start = time.perf_counter()
-                batch = collate([read_item(dataset, index) for index in first])
+                batch = collate([read_item(dataset, index) for index in probe])
                 decoding = time.perf_counter() - start
                 result = embedded(batch)
                 forward = time.perf_counter() - start - decoding
             workers = workers_for_stage_times(decoding, forward, usable_cores())
             logger.debug(
-                "First batch: %.3f s decoding, %.3f s forward; %d workers decode the rest", decoding, forward, workers
+                "First %d images: %.3f s decoding, %.3f s forward; %d workers decode the rest",
+                len(probe),
+                decoding,
+                forward,
+                workers,
             )
             yield result
-            second = next(batches, None)
-            if second is None:  # no workers to start for nothing
+            second = first or next(batches, None)
+            if not second:  # no workers to start for nothing
                 return
             batches = itertools.chain([second], batches)
         elif workers is None:
