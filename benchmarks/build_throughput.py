@@ -194,7 +194,7 @@ def measure(model_key: str, mode: str, root: Path, config_dir: Path, batch_size:
 
         def recorded(preprocess: float, forward: float, cores: int) -> int:
             workers = choose(preprocess, forward, cores)
-            probes.append({"probe_decode_preprocess_s": round(preprocess, 4), "probe_forward_s": round(forward, 4)})
+            probes.append({"decode_preprocess_s": round(preprocess, 4), "forward_s": round(forward, 4)})
             probes[-1]["workers"] = workers
             return workers
 
