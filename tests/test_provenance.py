@@ -240,7 +240,7 @@ def test_draft_decoding_is_part_of_the_fingerprint_and_older_fingerprints_meant_
     assert explain_changes({"draft_decode": True}, {}) == []  # readers cannot tell how a build decoded
 
 
-def test_draft_builds_from_before_libjpeg_scaling_are_stale():
+def test_draft_builds_of_pillows_draft_mode_are_stale():
     from tti_eval.provenance import DRAFT_METHOD, explain_changes
 
     now = {"draft_decode": True, "draft_method": DRAFT_METHOD}
