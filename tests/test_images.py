@@ -379,6 +379,26 @@ def test_draft_decoding_falls_back_to_pillow_for_what_libjpeg_turbo_does_not_tak
         decode_image(_jpeg_bytes((640, 480))[:2000], "broken", "d", min_size=100)
 
 
+@pytest.mark.parametrize("model_title", ["tiny-openclip", "tiny-hf-clip", "tiny-siglip"])
+def test_every_model_type_embeds_drafts_as_its_own_preprocessor_does(tiny_models, tmp_path, model_title):
+    """Draft images reach each model type's own preprocessor (open_clip's transform, transformers' processors) as
+    images of its input side; the embeddings are those of each draft image preprocessed alone."""
+    for split in ("train", "validation"):
+        (tmp_path / split / "a").mkdir(parents=True)
+        for i in range(3):
+            photo = _smooth_photo((160 + 8 * i, 120), seed=i)
+            (tmp_path / split / "a" / f"{i}.jpg").write_bytes(_jpeg_of(photo))
+    DatasetProvider.register_dataset(ImageFolderDataset, f"drafts-{model_title}", title_in_source=str(tmp_path))
+    dataset = DatasetProvider.get_dataset(f"drafts-{model_title}", Split.VALIDATION)
+    model = ModelProvider.get_model(model_title)
+    embeddings = compute_embeddings(model, dataset, batch_size=2, num_workers=0, draft_decode=True)
+    preprocess = model.get_image_preprocessor()
+    for i, path in enumerate(sorted(tmp_path.glob("validation/a/*.jpg"))):
+        image = decode_image(path, str(path), "drafts", min_size=32)
+        assert min(image.size) == 32
+        np.testing.assert_allclose(embeddings.images[i], model.embed_images(preprocess([image]))[0], atol=1e-6)
+
+
 def test_build_with_draft_decoding_opts_in_and_says_so(tiny_models, cache_path, tmp_path):
     for split, count in (("train", 2), ("validation", 3)):
         for label in ("a", "b"):
