@@ -11,7 +11,7 @@ Two regimes, each measured in a fresh process so peak RSS belongs to one measure
 - `tiny`: a model whose forward costs almost nothing (a GPU's regime, where decoding and preprocessing decide the
   speed). Floor: a bare loop over all cores (a process pool that reads, decodes with Pillow and applies open_clip's
   transform, no tti-eval code). Target ≥ 0.8. On photos it is also run with `--draft-decode` on both sides (the floor
-  then decodes with simplejpeg's scaled decoding, as ours does).
+  then decodes with the engine's own `decode_image`, as ours does).
 
 Each case also reports each stage's time per image on one core (read, decode, decode with draft, resize, to-tensor,
 forward), so the bottleneck is visible, and for photos what draft decoding changes: the model input's mean absolute
@@ -194,8 +194,9 @@ def measure(model_key: str, mode: str, root: Path, config_dir: Path, batch_size:
 
         def recorded(preprocess: float, forward: float, cores: int) -> int:
             workers = choose(preprocess, forward, cores)
-            probes.append({"decode_preprocess_s": round(preprocess, 4), "forward_s": round(forward, 4)})
-            probes[-1]["workers"] = workers
+            probes.append(
+                {"decode_preprocess_s": round(preprocess, 4), "forward_s": round(forward, 4), "workers": workers}
+            )
             return workers
 
         compute.workers_for_stage_times = recorded  # reports what the engine measured and chose

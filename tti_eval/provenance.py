@@ -159,7 +159,7 @@ def build_fingerprint(
         "image_files": {"suffixes": suffixes, "paths": _paths_identity(image_paths, suffixes, None)},
         "images": dataset.source_identity(),
         "draft_decode": draft_decode,
-        "draft_method": DRAFT_METHOD if draft_decode else None,
+        "draft_method": _drafted_by(draft_decode),
         "versions": library_versions(),
     }
 
@@ -221,11 +221,12 @@ def explain_changes(stored: Mapping[str, Any], current: Mapping[str, Any]) -> li
     if "image_files" in current:
         before = stored.get("image_files", {}).get("paths", {})
         reasons.append(_files_change(before, current["image_files"]["paths"], "image"))
-    if "draft_decode" in current and _draft_method(stored) != _draft_method(current):
-        if _draft_method(stored) and _draft_method(current):
-            reasons.append(f"draft decoding changed ({_draft_method(stored)} -> {_draft_method(current)})")
+    drafted_before, drafted_now = _draft_method(stored), _draft_method(current)
+    if "draft_decode" in current and drafted_before != drafted_now:
+        if drafted_before and drafted_now:
+            reasons.append(f"draft decoding changed ({drafted_before} -> {drafted_now})")
         else:
-            reasons.append(f"draft decoding switched {'on' if current['draft_decode'] else 'off'}")
+            reasons.append(f"draft decoding switched {'on' if drafted_now else 'off'}")
     if changed("images"):
         reasons.append(f"dataset source changed ({', '.join(changed('images'))})")
     if changed("versions"):
@@ -233,6 +234,11 @@ def explain_changes(stored: Mapping[str, Any], current: Mapping[str, Any]) -> li
         moves = [f"{p} {before.get(p, 'none')} → {after.get(p, 'none')}" for p in changed("versions")]
         reasons.append(f"library versions changed ({', '.join(moves)})")
     return [reason for reason in reasons if reason]
+
+
+def _drafted_by(draft_decode: bool) -> str | None:
+    """How a build asked for `draft_decode` decodes, None for full decoding."""
+    return DRAFT_METHOD if draft_decode else None
 
 
 def _draft_method(fingerprint: Mapping[str, Any]) -> str | None:
@@ -316,7 +322,7 @@ def kept_as_cached(
         state = split_state(definition, split, memo=memo)
     except CacheError:
         return False
-    if state.status != "fresh" or _draft_method(state.fingerprint) != (DRAFT_METHOD if draft_decode else None):
+    if state.status != "fresh" or _draft_method(state.fingerprint) != _drafted_by(draft_decode):
         return False
     return (
         not state.fingerprint.get("images")
