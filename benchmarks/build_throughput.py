@@ -26,12 +26,14 @@ are timed on one thread and `workers_for_stage_times` picks the workers for the 
 times and the workers chosen.
 
 `--original PATH` also measures the original tti-eval (github.com/encord-team/text-to-image-eval, a checkout at PATH,
-run with this environment's packages) on the same images with the same `tiny` model: its own `compute_embeddings`
+run with this environment's packages plus the two it needs that this project dropped, e.g. `pip install --target
+DIR natsort tabulate` and `PYTHONPATH=DIR`) on the same images with the same `tiny` model: its own `compute_embeddings`
 (datasets' imagefolder loader, open_clip's transform per image, batch 50, no workers). The original and ours run in
 turn, each in its own process, `--rounds` times, so that load on a shared machine falls on both alike.
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import resource
@@ -160,6 +162,9 @@ def measure_original(checkout: Path, model_key: str, root: Path, config_dir: Pat
     # Its package has no __init__.py: drop this project from the path so that the checkout's namespace package loads.
     sys.path[:] = [str(checkout)] + [p for p in sys.path if not (Path(p) / "tti_eval" / "__init__.py").is_file()]
     os.environ["TTI_EVAL_CACHE_PATH"] = str(root.parent / "original-cache")
+    for name in ("natsort", "tabulate"):
+        if importlib.util.find_spec(name) is None:
+            sys.exit(f"The original tool needs {name}, which this environment lacks; see --original in --help.")
     import open_clip
 
     from tti_eval.common import Split
@@ -293,9 +298,11 @@ def stage_times(model, dataset, batch_size: int, count: int = 64) -> dict:
 
 
 def run_isolated(*args: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--measure", *args], capture_output=True, text=True, check=True)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
+    # The child's stderr passes through, so that a failed measurement says why.
+    out = subprocess.run([sys.executable, __file__, "--measure", *args], stdout=subprocess.PIPE, text=True)
+    if out.returncode:
+        sys.exit(f"A measurement ({' '.join(args[:2])}) failed; its error is above.")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def against_original(args: argparse.Namespace, common: list[str], options: list[str]) -> dict:
