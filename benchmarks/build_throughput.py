@@ -271,10 +271,14 @@ def stage_times(model, dataset, batch_size: int, count: int = 64) -> dict:
         "": clock("decode", lambda: [decode_image(b, "", "") for b in data]),
         "_draft": clock("decode_draft", lambda: [decode_image(b, "", "", draft_min_size(model)) for b in data]),
     }
+
+    def to_tensor(images: list) -> torch.Tensor:  # the batch's 8-bit pixels as the model's float input
+        return preprocess.model_input(preprocess._pack(images))
+
     inputs, features = {}, {}
     for key, images in decoded.items():
         resized = clock(f"resize{key}", lambda images=images: [preprocess._per_image(image) for image in images])
-        inputs[key] = torch.cat(clock(f"to_tensor{key}", lambda r=resized: batched(preprocess._to_tensor_batch, r)))
+        inputs[key] = torch.cat(clock(f"to_tensor{key}", lambda r=resized: batched(to_tensor, r)))
         features[key] = np.concatenate(batched(model.embed_images, inputs[key]))
     clock("forward", lambda: batched(model.embed_images, inputs[""]))
     result: dict = {"ms_per_image_one_core": times, "images": len(paths)}

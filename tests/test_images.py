@@ -265,17 +265,22 @@ def test_digits_embed_as_pillow_and_the_models_own_transform_do(tiny_models, dig
 # -- decoding for speed ----------------------------------------------------------------------------------------------
 
 
-def test_openclip_batches_tensor_conversion_with_the_same_values(tiny_models):
+def test_openclip_batches_travel_as_8_bit_pixels_and_become_the_same_values(tiny_models):
     model = ModelProvider.get_model("tiny-openclip")
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in [(40, 60), (90, 33)]]
-    batched = model.get_image_preprocessor()(images)
-    np.testing.assert_array_equal(batched.numpy(), torch.stack([model.transform(image) for image in images]).numpy())
+    preprocess = model.get_image_preprocessor()
+    packed = preprocess(images)
+    reference = torch.stack([model.transform(image) for image in images])
+    assert packed.dtype == torch.uint8 and packed.shape == reference.shape
+    np.testing.assert_array_equal(preprocess.model_input(packed).numpy(), reference.numpy())
+    np.testing.assert_array_equal(model.embed_images(packed), model.embed_images(reference))
 
 
-def test_openclip_batched_conversion_is_exact_for_every_level(tiny_models):
-    """Images already at the model's input size, holding each of the 256 levels in every channel: the batched
-    conversion must equal ToTensor + Normalize for all of them."""
+@pytest.mark.parametrize("lookup", [True, False], ids=["table", "arithmetic"])
+def test_openclip_model_input_is_exact_for_every_level(tiny_models, lookup):
+    """Images already at the model's input size, holding each of the 256 levels in every channel: both ways of
+    converting 8-bit pixels (the CPU's table, other devices' arithmetic) must equal ToTensor + Normalize."""
     model = ModelProvider.get_model("tiny-openclip")
     rng = np.random.default_rng(1)
     levels = np.arange(32 * 32) % 256
@@ -285,8 +290,10 @@ def test_openclip_batched_conversion_is_exact_for_every_level(tiny_models):
         )
         for _ in range(2)
     ]
-    batched = model.get_image_preprocessor()(images)
-    np.testing.assert_array_equal(batched.numpy(), torch.stack([model.transform(image) for image in images]).numpy())
+    preprocess = model.get_image_preprocessor()
+    converted = preprocess.model_input(preprocess(images), lookup=lookup)
+    assert converted.dtype == torch.float32
+    np.testing.assert_array_equal(converted.numpy(), torch.stack([model.transform(image) for image in images]).numpy())
 
 
 @pytest.mark.parametrize("model_title", ["tiny-openclip", "tiny-hf-clip", "tiny-siglip"])

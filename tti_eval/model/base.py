@@ -120,7 +120,9 @@ class Model(ABC):
 
     @abstractmethod
     def get_image_preprocessor(self) -> ImagePreprocessor:
-        """A picklable callable holding no weights: batch of PIL images -> input tensor [B, ...]."""
+        """A picklable callable holding no weights: batch of PIL images -> input tensor [B, ...], or a compact form
+        of it that `_encode_images` expands (OpenCLIP's 8-bit pixels, a quarter of float32's bytes between
+        processes)."""
 
     @abstractmethod
     def _encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
