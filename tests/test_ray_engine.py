@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,6 +96,43 @@ def test_ray_build_equals_the_in_process_engine_and_keeps_finished_shards(engine
     metadata = load_metadata(DYING, Split.VALIDATION)
     assert metadata["num_images"] == len(reference.labels) and metadata["model"]["title"] == DYING.model
     assert not list(embedding_path(DYING, Split.VALIDATION).parent.glob(".*"))  # no shards or temporaries left
+
+
+class NotesReaders(ImageFolderDataset):
+    """An image folder that notes which processes read its images."""
+
+    folder = ""
+
+    def get_image_and_label(self, index):
+        Path(self.folder, f"read-{os.getpid()}").touch()
+        return super().get_image_and_label(index)
+
+
+class NotesEmbedders(OpenCLIPModel):
+    """tiny-openclip, noting which processes embed."""
+
+    folder = ""
+
+    def embed_images(self, pixel_values):
+        Path(self.folder, f"embed-{os.getpid()}").touch()
+        return super().embed_images(pixel_values)
+
+
+def test_images_are_decoded_in_tasks_of_their_own_not_in_the_model_actor(engine, tiny_models, digits_tree, tmp_path):
+    """On a CPU cluster, a read that asks for the same resources as the actor is fused into it, and the actor then
+    decodes between its forward passes: the reading and the embedding processes must differ."""
+    from tti_eval.ray_engine import RayEngine
+
+    NotesReaders.folder = NotesEmbedders.folder = str(tmp_path)
+    source = tiny_models[PAIR.model].definition["title_in_source"]
+    ModelProvider.register_model(NotesEmbedders, "tiny-openclip-notes", title_in_source=source)
+    DatasetProvider.register_dataset(NotesReaders, "digits-notes", title_in_source=str(digits_tree.root))
+    dataset = DatasetProvider.get_dataset("digits-notes", Split.VALIDATION)
+    store = ShardStore(tmp_path / "m_validation.npz", "k", len(dataset), SHARD)
+    RayEngine("tiny-openclip-notes", batch_size=8).embed_shards(dataset, store, lambda n: None)
+    noted = {kind: {p.name.split("-")[1] for p in tmp_path.glob(f"{kind}-*")} for kind in ("read", "embed")}
+    assert noted["embed"] and noted["read"] - {str(os.getpid())}
+    assert not noted["embed"] & noted["read"]
 
 
 def test_build_engine_ray_from_the_cli(ray_cluster, cache_path):

@@ -156,8 +156,11 @@ class RayEngine:
         # Actors and read tasks each get at most half the CPUs: a pool that claims them all starves the reads and
         # the build hangs without a word.
         self.cpus_per_worker = min(1.0, cpus / (2 * self.workers))
-        self.cpus_per_read = min(1.0, cpus / 2)
         on_cpu = not self.gpus_per_worker
+        # Ray Data fuses a read into the actors whose resource requests equal its own, and the actor then decodes
+        # between forward passes, one image at a time; on CPU the reads ask for less than an actor so that they
+        # stay tasks of their own (an actor with a GPU already asks for something else).
+        self.cpus_per_read = self.cpus_per_worker / 2 if on_cpu else min(1.0, cpus / 2)
         self.threads = max(1, int(cpus // self.workers)) if on_cpu else None
         self.model_factory = ModelProvider.registry.factory(model_title, device="cpu" if on_cpu else None)
         self.batch_size = batch_size
