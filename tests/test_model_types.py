@@ -79,10 +79,8 @@ def test_embeddings_are_unit_float32_and_deterministic(
     model = load(title)
     assert next(model.model.parameters()).device == model.device
     pixel_values = model.get_image_preprocessor()(digit_images)
-    packed = isinstance(model, OpenCLIPModel)  # 8-bit pixels, expanded by embed_images
-    assert pixel_values.shape[0] == len(digit_images) and pixel_values.dtype == (
-        torch.uint8 if packed else torch.float32
-    )
+    input_type = torch.uint8 if isinstance(model, OpenCLIPModel) else torch.float32  # OpenCLIP: expanded by embed
+    assert pixel_values.shape[0] == len(digit_images) and pixel_values.dtype == input_type
     dim = tiny_models[title].embed_dim
     for embed, inputs, count in [
         (model.embed_images, pixel_values, len(digit_images)),

@@ -31,6 +31,7 @@ def ray_cluster(tiny_models, digits_tree):
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     ray.data.DataContext.get_current().enable_progress_bars = False
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need not import the tests
     yield ray
     ray.shutdown()
 
@@ -52,7 +53,6 @@ def engine(ray_cluster, tiny_models, tmp_path_factory):
     """The engine of a model whose first actor dies on its first batch: every build through it must survive that."""
     from tti_eval.ray_engine import RayEngine
 
-    ray_cluster.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need not import the tests
     DiesOnce.marker = str(tmp_path_factory.mktemp("dies-once") / "died")
     ModelProvider.register_model(
         DiesOnce, DYING.model, title_in_source=tiny_models[PAIR.model].definition["title_in_source"]
@@ -118,7 +118,9 @@ class NotesEmbedders(OpenCLIPModel):
         return super().embed_images(pixel_values)
 
 
-def test_images_are_decoded_in_tasks_of_their_own_not_in_the_model_actor(engine, tiny_models, digits_tree, tmp_path):
+def test_images_are_decoded_in_tasks_of_their_own_not_in_the_model_actor(
+    ray_cluster, tiny_models, digits_tree, tmp_path
+):
     """On a CPU cluster, a read that asks for the same resources as the actor is fused into it, and the actor then
     decodes between its forward passes: the reading and the embedding processes must differ."""
     from tti_eval.ray_engine import RayEngine

@@ -85,8 +85,8 @@ class OpenCLIPPreprocessor:
     def __init__(self, transform: Callable[[Image.Image], torch.Tensor]) -> None:
         self.transform = transform
         steps = list(getattr(transform, "transforms", ()))
-        self.packed = len(steps) >= 2 and isinstance(steps[-2], T.ToTensor) and isinstance(steps[-1], T.Normalize)
-        if self.packed:
+        self._packed = len(steps) >= 2 and isinstance(steps[-2], T.ToTensor) and isinstance(steps[-1], T.Normalize)
+        if self._packed:
             self._per_image = T.Compose(steps[:-2])
             normalize = steps[-1]
             self._mean = torch.as_tensor(normalize.mean, dtype=torch.float32).view(1, -1, 1, 1)
@@ -95,7 +95,7 @@ class OpenCLIPPreprocessor:
             self._levels = self._normalized(levels)[0].numpy()  # [channel, 8-bit level] -> model input
 
     def __call__(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        if not self.packed:
+        if not self._packed:
             return torch.stack([self.transform(image) for image in images])
         return self._pack([self._per_image(image) for image in images])
 
